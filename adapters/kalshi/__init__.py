@@ -1,0 +1,1 @@
+"""Kalshi adapter: wire parsing (both eras), wire building, request signing."""

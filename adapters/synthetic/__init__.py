@@ -1,0 +1,1 @@
+"""SYNTHETIC market data: a seeded generator of binary-market order flow, and a feed over it."""

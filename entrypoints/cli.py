@@ -1,0 +1,433 @@
+"""``kalshiflow-rl``: the command line.
+
+Thin by design: a command parses its arguments, takes what it needs from the container, calls one
+use case and prints the result. Configuration comes from the environment (see
+:mod:`entrypoints.config`); an invalid one stops every command with exit code 2 before anything
+runs.
+
+Adding a command (``train``, ``evaluate`` and ``demo`` land this way)::
+
+    def add_train_command(commands):
+        parser = commands.add_parser("train", help="...", description="...")
+        parser.add_argument(...)
+        parser.set_defaults(run=train)
+
+    async def train(args, settings, container) -> int:
+        async with _opened(settings, container.store(), container.model_registry()):
+            result = await container.train_agent(...)   # one use case, wired in the container
+        print(...)
+        return 0
+
+then list ``add_train_command`` in :data:`COMMANDS`. Raise :class:`CommandFailed` for an error
+the user can fix (it is printed without a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import sqlite3
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import asyncpg
+from tqdm import tqdm
+
+from application.recording import RecordingSummary
+from domain.ports import ModelNotFound, ModelRecord, ModelRegistry, SessionInfo, SessionNotFound
+from entrypoints.config import ConfigError, Settings, StoreKind, unknown_variable_warnings
+from entrypoints.container import Container, build_container
+
+PROG = "kalshiflow-rl"
+EXIT_USAGE = 2  # bad configuration, unknown id: something the user can fix
+EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
+
+
+class CommandFailed(Exception):
+    """An error the user can act on; printed without a traceback."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# ---------------------------------------------------------------------------------------------
+# collect
+# ---------------------------------------------------------------------------------------------
+def add_collect_command(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "collect",
+        help="record a session of order-book events into the store",
+        description=(
+            "Record market events (book snapshots, deltas, public trades, resolutions) as one "
+            "session in the configured store: embedded SQLite in $RL_DATA_DIR, or PostgreSQL "
+            "when $DATABASE_URL is set. Batches follow $RL_ORDERBOOK_BATCH_SIZE and "
+            "$RL_ORDERBOOK_FLUSH_INTERVAL. Ctrl-C stops the recording and keeps what it received."
+        ),
+    )
+    parser.add_argument(
+        "--source",
+        choices=["synthetic"],
+        default="synthetic",
+        help="where events come from; synthetic: a seeded simulated market (default)",
+    )
+    parser.add_argument("--markets", type=_positive_int, default=3, metavar="N", help="markets to simulate (default 3)")
+    parser.add_argument(
+        "--events",
+        type=_positive_int,
+        default=10_000,
+        metavar="N",
+        help="about how many events to record in all; each market then resolves (default 10000)",
+    )
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed; same seed, same session (default 0)")
+    parser.add_argument(
+        "--tick",
+        choices=["linear_cent", "deci_cent", "tapered_deci_cent"],
+        default="linear_cent",
+        help=(
+            "price grid of the simulated markets: $0.01, $0.001, or $0.001 only below $0.10 and "
+            "above $0.90 (default linear_cent)"
+        ),
+    )
+    parser.set_defaults(run=collect)
+
+
+async def collect(args: argparse.Namespace, settings: Settings, container: Container) -> int:
+    feed = container.synthetic_feed(markets=args.markets, events=args.events, seed=args.seed, tick=args.tick)
+    store = container.store()
+    saved: RecordingSummary | None = None  # the running totals, after each batch written
+
+    def show_progress(so_far: RecordingSummary) -> None:
+        nonlocal saved
+        saved = so_far
+        bar.update(so_far.events - bar.n)
+
+    async with _opened(settings, store):
+        with tqdm(total=args.events, unit="event", file=sys.stderr, disable=None, leave=False) as bar:
+            try:
+                summary: RecordingSummary = await container.record_session(
+                    feed, tickers=feed.tickers, source=args.source, progress=show_progress
+                )
+            except asyncio.CancelledError:
+                if saved is not None:
+                    print(f"Stopped: session {saved.session_id} ended with {saved.events} events saved.")
+                raise
+    print(
+        f"Recorded session {summary.session_id}: {len(feed.tickers)} markets, {summary.events} events "
+        f"({summary.snapshots} snapshots, {summary.deltas} deltas, {summary.trades} trades, "
+        f"{summary.resolutions} resolutions) into {settings.store_description}"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# sessions
+# ---------------------------------------------------------------------------------------------
+def add_sessions_commands(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "sessions",
+        help="list and inspect recorded sessions",
+        description="Recorded sessions in the configured store.",
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser(
+        "list", help="one line per session", description="One line per recorded session, oldest first."
+    )
+    listing.set_defaults(run=list_sessions)
+    show = actions.add_parser("show", help="one session in detail", description="One recorded session in detail.")
+    show.add_argument("session_id", type=int, metavar="ID", help="session id, from `sessions list`")
+    show.set_defaults(run=show_session)
+
+
+async def list_sessions(args: argparse.Namespace, settings: Settings, container: Container) -> int:
+    store = container.store()
+    async with _opened(settings, store):
+        sessions = await store.list_sessions()
+    if not sessions:
+        print(f"No recorded sessions in {settings.store_description}. Record one with `{PROG} collect`.")
+        return 0
+    print(
+        _table(
+            ("ID", "TICKERS", "SOURCE", "STARTED (UTC)", "ENDED (UTC)", "SNAPSHOTS", "DELTAS", "TRADES", "RESOLVED"),
+            [
+                (
+                    session.session_id,
+                    _abbreviate(session.tickers),
+                    session.source,
+                    _utc(session.started_ms),
+                    _utc(session.ended_ms) if session.ended_ms is not None else "recording",
+                    session.snapshots,
+                    session.deltas,
+                    session.trades,
+                    f"{len(session.resolutions)}/{len(session.tickers)}",
+                )
+                for session in sessions
+            ],
+            right_aligned={0, 5, 6, 7, 8},
+        )
+    )
+    return 0
+
+
+async def show_session(args: argparse.Namespace, settings: Settings, container: Container) -> int:
+    store = container.store()
+    async with _opened(settings, store):
+        try:
+            session = await store.get_session(args.session_id)
+        except SessionNotFound:
+            raise CommandFailed(
+                f"no session with id {args.session_id} in {settings.store_description}; "
+                f"`{PROG} sessions list` shows the recorded ones"
+            ) from None
+    print(_describe_session(session))
+    return 0
+
+
+def _describe_session(session: SessionInfo) -> str:
+    if session.ended_ms is None:
+        ended, duration = "still recording (or stopped without ending)", "-"
+    else:
+        ended, duration = f"{_utc(session.ended_ms)} UTC", _duration(session.ended_ms - session.started_ms)
+    lines = [
+        f"Session {session.session_id}",
+        f"  source       {session.source}",
+        f"  started      {_utc(session.started_ms)} UTC",
+        f"  ended        {ended}",
+        f"  duration     {duration}",
+        f"  events       {session.snapshots + session.deltas + session.trades + len(session.resolutions)}",
+        f"    snapshots  {session.snapshots}",
+        f"    deltas     {session.deltas}",
+        f"    trades     {session.trades}",
+        f"  markets      {len(session.tickers)}",
+    ]
+    for ticker in session.tickers:
+        result = session.resolutions.get(ticker)
+        outcome = f"resolved {result.name}" if result is not None else "unresolved"
+        lines.append(f"    {ticker}  {outcome}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------------
+def add_models_commands(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "models",
+        help="list, inspect and promote trained models",
+        description="Versions of trained models in the registry (metadata in the store, weights on disk).",
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="one line per model version", description="Every model version.")
+    listing.add_argument("--name", help="only versions of this model name")
+    listing.set_defaults(run=list_models)
+    show = actions.add_parser("show", help="one model version in detail", description="One model version in detail.")
+    show.add_argument("model_id", type=int, metavar="ID", help="model id, from `models list`")
+    show.set_defaults(run=show_model)
+    promote = actions.add_parser(
+        "promote",
+        help="make a version the active one of its name",
+        description="Make this version the active one of its name; the previously active version retires.",
+    )
+    promote.add_argument("model_id", type=int, metavar="ID", help="model id, from `models list`")
+    promote.set_defaults(run=promote_model)
+
+
+async def list_models(args: argparse.Namespace, settings: Settings, container: Container) -> int:
+    registry = container.model_registry()
+    async with _opened(settings, registry):
+        models = await registry.list_models(args.name)
+    if not models:
+        which = f"named {args.name!r} " if args.name else ""
+        print(f"No models {which}in {settings.store_description}.")
+        return 0
+    print(
+        _table(
+            ("ID", "NAME", "VERSION", "ALGORITHM", "STATUS", "CREATED (UTC)", "PATH"),
+            [
+                (m.model_id, m.name, m.version, m.algorithm, m.status, _utc(m.created_ms), m.path)
+                for m in models
+            ],
+            right_aligned={0, 2},
+        )
+    )
+    return 0
+
+
+async def show_model(args: argparse.Namespace, settings: Settings, container: Container) -> int:
+    registry = container.model_registry()
+    async with _opened(settings, registry):
+        model = await _get_model(registry, args.model_id, settings)
+    print(_describe_model(model))
+    return 0
+
+
+async def promote_model(args: argparse.Namespace, settings: Settings, container: Container) -> int:
+    registry = container.model_registry()
+    async with _opened(settings, registry):
+        await _get_model(registry, args.model_id, settings)
+        model = await registry.promote(args.model_id)
+    print(f"Model {model.model_id} ({model.name} v{model.version}) is now the active {model.name}.")
+    return 0
+
+
+async def _get_model(registry: ModelRegistry, model_id: int, settings: Settings) -> ModelRecord:
+    try:
+        return await registry.get(model_id)
+    except ModelNotFound:
+        raise CommandFailed(
+            f"no model with id {model_id} in {settings.store_description}; `{PROG} models list` shows them"
+        ) from None
+
+
+def _describe_model(model: ModelRecord) -> str:
+    return "\n".join(
+        [
+            f"Model {model.model_id}: {model.name} v{model.version}",
+            f"  algorithm        {model.algorithm}",
+            f"  status           {model.status}",
+            f"  created          {_utc(model.created_ms)} UTC",
+            f"  path             {model.path}",
+            f"  hyperparameters  {json.dumps(dict(model.hyperparameters), sort_keys=True, default=str)}",
+            f"  metrics          {json.dumps(dict(model.metrics), sort_keys=True, default=str)}",
+        ]
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The parser and main
+# ---------------------------------------------------------------------------------------------
+# Each adds one top-level command; see the module docstring to add another.
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
+    add_collect_command,
+    add_sessions_commands,
+    add_models_commands,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Record Kalshi order books, replay them as a Gymnasium environment with a simulated "
+            "exchange, train agents and paper-trade them."
+        ),
+        epilog=(
+            "Configuration is read from environment variables: RL_DATA_DIR (default ./data, holds "
+            "the SQLite store kalshiflow.db and models), DATABASE_URL (postgresql://...; replaces "
+            "SQLite), RL_ORDERBOOK_BATCH_SIZE, RL_ORDERBOOK_FLUSH_INTERVAL, KALSHI_ENV (local|demo), "
+            "RL_TRADING_MODE (training|paper), RL_ACTOR_* and KALSHI_* credentials."
+        ),
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in COMMANDS:
+        add_command(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The console script: parse the command line and the environment, build the container, run."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as error:
+        _error(str(error))
+        return EXIT_USAGE
+    for warning in unknown_variable_warnings():
+        print(f"{PROG}: warning: {warning}", file=sys.stderr)
+    return run(args, settings, build_container(settings))
+
+
+def run(args: argparse.Namespace, settings: Settings, container: Container) -> int:
+    """Run a parsed command on its own event loop; returns the exit code. Tests call this with
+    a container whose providers are overridden by fakes."""
+    try:
+        return asyncio.run(args.run(args, settings, container))
+    except CommandFailed as failure:
+        _error(str(failure))
+        return failure.exit_code
+    except KeyboardInterrupt:
+        # Commands close what they opened on the way out (a recording ends its session first).
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pieces
+# ---------------------------------------------------------------------------------------------
+# What opening a store raises when the database is unreachable, missing, refused or corrupt.
+_UNREACHABLE_STORE = (OSError, sqlite3.Error, asyncpg.PostgresError)
+
+
+@contextlib.asynccontextmanager
+async def _opened(settings: Settings, *adapters: Any) -> AsyncIterator[None]:
+    """Open adapters in order and close them in reverse, even on failure or cancellation;
+    an unreachable database becomes a one-line error. (Never ``init_resources()``: see the
+    container's docstring.)"""
+    _prepare_data_dir(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        for adapter in adapters:
+            try:
+                await adapter.open()
+            except _UNREACHABLE_STORE as error:
+                raise CommandFailed(
+                    f"cannot open {settings.store_description}: {error}", exit_code=EXIT_FAILED
+                ) from error
+            stack.push_async_callback(adapter.close)
+        yield
+
+
+def _prepare_data_dir(settings: Settings) -> None:
+    if settings.store_kind is StoreKind.SQLITE:
+        try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise CommandFailed(f"RL_DATA_DIR={str(settings.data_dir)!r}: cannot create it: {error}") from error
+
+
+def _error(message: str) -> None:
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _utc(ms: int) -> str:
+    moment = dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc)
+    return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(ms: int) -> str:
+    seconds, millis = divmod(ms, 1000)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}.{millis:03d}s" if hours else f"{minutes}m{seconds:02d}.{millis:03d}s"
+
+
+def _abbreviate(tickers: Sequence[str], shown: int = 2) -> str:
+    text = ",".join(tickers[:shown])
+    return text if len(tickers) <= shown else f"{text} +{len(tickers) - shown}"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right_aligned: set[int]) -> str:
+    cells = [list(headers)] + [[str(value) for value in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        padded = [
+            value.rjust(width) if i in right_aligned else value.ljust(width)
+            for i, (value, width) in enumerate(zip(row, widths))
+        ]
+        lines.append("  ".join(padded).rstrip())
+    return "\n".join(lines)

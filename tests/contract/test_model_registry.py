@@ -1,0 +1,211 @@
+"""The ModelRegistry contract: every implementation passes the same assertions."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from domain.ports import ModelNotFound, ModelRegistry
+
+HYPERPARAMETERS = {
+    "learning_rate": 0.0003,
+    "n_steps": 2048,
+    "policy_kwargs": {"net_arch": [64, 64], "activation": "tanh"},
+    "use_sde": False,
+    "target_kl": None,
+}
+
+
+async def register(registry, name="ppo-book", *, status="training", created_ms=1_000, **overrides):
+    return await registry.register(
+        name,
+        algorithm=overrides.get("algorithm", "PPO"),
+        path=overrides.get("path", f"models/{name}/{created_ms}.zip"),
+        created_ms=created_ms,
+        hyperparameters=overrides.get("hyperparameters", HYPERPARAMETERS),
+        status=status,
+    )
+
+
+async def test_the_adapter_satisfies_the_port(storage):
+    assert isinstance(await storage.open_registry(), ModelRegistry)
+
+
+async def test_register_numbers_versions_per_name_and_round_trips_fields(storage):
+    registry = await storage.open_registry()
+
+    first = await register(registry, created_ms=1_000)
+    other = await register(registry, "dqn-book", algorithm="DQN", created_ms=1_500, hyperparameters={})
+    second = await register(registry, created_ms=2_000, path="models/elsewhere.zip")
+
+    assert (first.name, first.version, other.version, second.version) == ("ppo-book", 1, 1, 2)
+    assert (first.algorithm, first.status, first.path, first.created_ms) == (
+        "PPO", "training", "models/ppo-book/1000.zip", 1_000
+    )
+    assert first.hyperparameters == HYPERPARAMETERS and first.metrics == {}
+    assert second.path == "models/elsewhere.zip"
+    assert await registry.get(first.model_id) == first
+    assert await registry.get(other.model_id) == other
+    assert len({first.model_id, other.model_id, second.model_id}) == 3
+
+
+async def test_versions_continue_in_a_new_registry_instance(storage):
+    await register(await storage.open_registry())
+    await register(await storage.open_registry())
+
+    reopened = await storage.open_registry()
+    assert [model.version for model in await reopened.list_models("ppo-book")] == [1, 2]
+
+
+async def test_concurrent_registrations_of_one_name_get_distinct_versions(storage):
+    registries = [await storage.open_registry(), await storage.open_registry()]
+
+    models = await asyncio.gather(*(register(registries[i % 2], created_ms=i) for i in range(6)))
+
+    assert sorted(model.version for model in models) == [1, 2, 3, 4, 5, 6]
+
+
+async def test_an_unknown_status_is_refused_and_nothing_is_registered(storage):
+    registry = await storage.open_registry()
+
+    with pytest.raises(ValueError, match="status must be one of training, active, retired, failed; got 'deployed'"):
+        await register(registry, status="deployed")
+    assert await registry.list_models() == []
+
+
+async def test_created_ms_must_be_integer_milliseconds(storage):
+    registry = await storage.open_registry()
+
+    with pytest.raises(ValueError, match="created_ms must be an int"):
+        await register(registry, created_ms=1.5)
+    assert await registry.list_models() == []
+
+
+async def test_hyperparameters_that_are_not_json_are_refused(storage):
+    registry = await storage.open_registry()
+
+    with pytest.raises(ValueError, match="hyperparameters cannot be stored as JSON"):
+        await register(registry, hyperparameters={"schedule": object()})
+    assert await registry.list_models() == []
+
+
+async def test_promote_makes_one_version_active_and_retires_the_previous(storage):
+    registry = await storage.open_registry()
+    v1, v2, v3 = [await register(registry, created_ms=ms) for ms in (1, 2, 3)]
+    unrelated = await register(registry, "dqn-book", status="active")
+
+    assert (await registry.promote(v1.model_id)).status == "active"
+    promoted = await registry.promote(v2.model_id)
+
+    assert promoted.status == "active" and promoted.version == 2
+    assert await registry.active("ppo-book") == promoted
+    statuses = {model.version: model.status for model in await registry.list_models("ppo-book")}
+    assert statuses == {1: "retired", 2: "active", 3: "training"}
+    assert (await registry.get(unrelated.model_id)).status == "active"
+    assert (await registry.get(v3.model_id)) == v3
+
+
+async def test_promoting_the_active_version_again_changes_nothing(storage):
+    registry = await storage.open_registry()
+    model = await registry.promote((await register(registry)).model_id)
+
+    assert await registry.promote(model.model_id) == model
+
+
+async def test_concurrent_promotions_leave_exactly_one_active_version(storage):
+    registries = [await storage.open_registry(), await storage.open_registry()]
+    models = [await register(registries[0], created_ms=ms) for ms in range(6)]
+
+    await asyncio.gather(*(registries[i % 2].promote(model.model_id) for i, model in enumerate(models)))
+
+    statuses = [model.status for model in await registries[0].list_models("ppo-book")]
+    assert statuses.count("active") == 1 and statuses.count("retired") == 5
+
+
+async def test_registering_an_active_version_retires_the_previous(storage):
+    registry = await storage.open_registry()
+    old = await register(registry, status="active")
+
+    new = await register(registry, status="active")
+
+    assert (await registry.get(old.model_id)).status == "retired"
+    assert await registry.active("ppo-book") == new
+
+
+async def test_a_failed_model_cannot_be_promoted(storage):
+    registry = await storage.open_registry()
+    active = await register(registry, status="active")
+    failed = await register(registry, status="failed")
+
+    with pytest.raises(ValueError, match="failed; refusing to make it active"):
+        await registry.promote(failed.model_id)
+    assert await registry.active("ppo-book") == active
+
+
+async def test_update_sets_status_and_metrics(storage):
+    registry = await storage.open_registry()
+    model = await register(registry)
+    metrics = {"mean_reward": np.float64(1.25), "episodes": np.int64(40), "sharpe": -0.5, "curve": [1, 2.5]}
+
+    updated = await registry.update(model.model_id, status="retired", metrics=metrics)
+
+    assert updated.status == "retired"
+    assert updated.metrics == {"mean_reward": 1.25, "episodes": 40, "sharpe": -0.5, "curve": [1, 2.5]}
+    assert await registry.get(model.model_id) == updated
+    # Each argument left out is left alone.
+    assert (await registry.update(model.model_id, status="failed")).metrics == updated.metrics
+    assert (await registry.update(model.model_id, metrics={"x": 1})).status == "failed"
+    assert (await registry.update(model.model_id)).metrics == {"x": 1}
+
+
+async def test_update_to_active_is_a_promotion(storage):
+    registry = await storage.open_registry()
+    old = await register(registry, status="active")
+    new = await register(registry)
+
+    await registry.update(new.model_id, status="active")
+
+    assert (await registry.active("ppo-book")).model_id == new.model_id
+    assert (await registry.get(old.model_id)).status == "retired"
+
+
+async def test_update_refuses_an_unknown_status(storage):
+    registry = await storage.open_registry()
+    model = await register(registry)
+
+    with pytest.raises(ValueError, match="got 'done'"):
+        await registry.update(model.model_id, status="done", metrics={"x": 1})
+    assert await registry.get(model.model_id) == model
+
+
+async def test_unknown_ids_raise_model_not_found(storage):
+    registry = await storage.open_registry()
+
+    with pytest.raises(ModelNotFound, match="no model with id 77"):
+        await registry.get(77)
+    with pytest.raises(ModelNotFound):
+        await registry.update(77, status="retired")
+    with pytest.raises(ModelNotFound):
+        await registry.promote(77)
+
+
+async def test_active_is_none_without_an_active_version(storage):
+    registry = await storage.open_registry()
+    await register(registry)
+
+    assert await registry.active("ppo-book") is None
+    assert await registry.active("never-registered") is None
+
+
+async def test_list_models_orders_by_name_then_version_and_filters_by_name(storage):
+    registry = await storage.open_registry()
+    for name in ("zeta", "alpha", "zeta", "alpha", "alpha"):
+        await register(registry, name)
+
+    listed = [(model.name, model.version) for model in await registry.list_models()]
+
+    assert listed == [("alpha", 1), ("alpha", 2), ("alpha", 3), ("zeta", 1), ("zeta", 2)]
+    assert [model.version for model in await registry.list_models("zeta")] == [1, 2]
+    assert await registry.list_models("nobody") == []

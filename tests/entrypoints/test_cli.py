@@ -1,0 +1,210 @@
+"""The commands, in process, on fakes: what they print and the exit codes."""
+
+from __future__ import annotations
+
+import pytest
+from dependency_injector import providers
+
+from entrypoints import cli
+from entrypoints.config import Settings
+from entrypoints.container import build_container
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def container(settings, fake_store, fake_registry, fake_feed_type):
+    container = build_container(settings)
+    container.store.override(providers.Object(fake_store))
+    container.model_registry.override(providers.Object(fake_registry))
+    container.synthetic_feed.override(providers.Factory(fake_feed_type))
+    return container
+
+
+def run(argv, settings, container) -> int:
+    return cli.run(cli.build_parser().parse_args(argv), settings, container)
+
+
+# ---------------------------------------------------------------------------------------------
+# collect and sessions
+# ---------------------------------------------------------------------------------------------
+def test_collect_records_a_session_and_reports_it(settings, container, fake_store, capsys):
+    code = run(["collect", "--markets", "2", "--events", "50", "--seed", "7"], settings, container)
+
+    assert code == 0
+    (session,) = fake_store.sessions.values()
+    assert session["tickers"] == ("FAKE-7-0", "FAKE-7-1")
+    assert session["source"] == "synthetic"
+    assert len(session["events"]) == 50 and session["ended_ms"] is not None
+    assert fake_store.opened == fake_store.closed == 1
+    assert capsys.readouterr().out == (
+        "Recorded session 1: 2 markets, 50 events (1 snapshots, 47 deltas, 1 trades, 1 resolutions) "
+        f"into SQLite {settings.sqlite_path}\n"
+    )
+    assert settings.data_dir.is_dir()  # the embedded store's directory is created
+
+
+def test_sessions_list_says_when_there_are_none(settings, container, capsys):
+    assert run(["sessions", "list"], settings, container) == 0
+    assert capsys.readouterr().out.startswith("No recorded sessions in SQLite ")
+
+
+def test_sessions_list_shows_a_table(settings, container, capsys):
+    run(["collect", "--markets", "3", "--events", "20"], settings, container)
+    capsys.readouterr()
+
+    assert run(["sessions", "list"], settings, container) == 0
+
+    header, row = capsys.readouterr().out.splitlines()
+    assert header.split() == [
+        "ID", "TICKERS", "SOURCE", "STARTED", "(UTC)", "ENDED", "(UTC)", "SNAPSHOTS", "DELTAS", "TRADES", "RESOLVED"
+    ]
+    cells = row.split()
+    assert cells[0] == "1"
+    assert cells[1:4] == ["FAKE-0-0,FAKE-0-1", "+1", "synthetic"]
+    assert cells[-4:] == ["1", "17", "1", "1/3"]
+
+
+def test_sessions_show_details(settings, container, capsys):
+    run(["collect", "--markets", "2", "--events", "10"], settings, container)
+    capsys.readouterr()
+
+    assert run(["sessions", "show", "1"], settings, container) == 0
+
+    out = capsys.readouterr().out
+    assert out.startswith("Session 1\n  source       synthetic\n")
+    assert "    deltas     7\n" in out
+    assert "    FAKE-0-0  resolved NO\n" in out
+    assert "    FAKE-0-1  unresolved" in out
+
+
+def test_sessions_show_an_unknown_id_is_a_clear_error_with_exit_code_2(settings, container, capsys):
+    assert run(["sessions", "show", "42"], settings, container) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        f"kalshiflow-rl: error: no session with id 42 in SQLite {settings.sqlite_path}; "
+        "`kalshiflow-rl sessions list` shows the recorded ones\n"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture
+async def two_versions(fake_registry):
+    await fake_registry.open()
+    for _ in range(2):
+        await fake_registry.register(
+            "ppo-book", algorithm="PPO", path="data/models/x.zip", created_ms=0, hyperparameters={"lr": 0.0003}
+        )
+    await fake_registry.register("dqn", algorithm="DQN", path="d.zip", created_ms=0, hyperparameters={})
+    await fake_registry.close()
+
+
+def test_models_list_and_filter_by_name(settings, container, two_versions, capsys):
+    assert run(["models", "list"], settings, container) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["ID", "NAME", "VERSION", "ALGORITHM", "STATUS", "CREATED", "(UTC)", "PATH"]
+    assert len(lines) == 4
+
+    assert run(["models", "list", "--name", "dqn"], settings, container) == 0
+    (_, only) = capsys.readouterr().out.splitlines()
+    assert only.split()[:5] == ["3", "dqn", "1", "DQN", "training"]
+
+
+def test_models_promote_then_show(settings, container, fake_registry, two_versions, capsys):
+    assert run(["models", "promote", "1"], settings, container) == 0
+    assert run(["models", "promote", "2"], settings, container) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "Model 2 (ppo-book v2) is now the active ppo-book."
+    assert [m.status for m in fake_registry.models.values()] == ["retired", "active", "training"]
+
+    assert run(["models", "show", "2"], settings, container) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Model 2: ppo-book v2\n  algorithm        PPO\n  status           active\n")
+    assert '  hyperparameters  {"lr": 0.0003}\n' in out
+
+
+@pytest.mark.parametrize("action", ["show", "promote"])
+def test_an_unknown_model_id_is_a_clear_error_with_exit_code_2(settings, container, action, capsys):
+    assert run(["models", action, "9"], settings, container) == 2
+    assert capsys.readouterr().err.startswith("kalshiflow-rl: error: no model with id 9 in SQLite ")
+
+
+# ---------------------------------------------------------------------------------------------
+# main: configuration errors and help
+# ---------------------------------------------------------------------------------------------
+def test_invalid_configuration_prints_every_problem_and_exits_2_before_anything_runs(monkeypatch, capsys):
+    monkeypatch.setenv("RL_ORDERBOOK_BATCH_SIZE", "abc")
+    monkeypatch.setenv("KALSHI_ENV", "production")
+    monkeypatch.setenv("RL_TRADING_MODE", "paper")
+
+    assert cli.main(["sessions", "list"]) == 2
+
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("kalshiflow-rl: error: invalid configuration (2 problem(s)):\n")
+    assert "  - RL_ORDERBOOK_BATCH_SIZE='abc': must be a positive integer, e.g. 100\n" in captured.err
+    assert "KALSHI_ENV=production with RL_TRADING_MODE=paper: refused" in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_a_typo_in_a_variable_name_is_warned_about(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("RL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("RL_ORDERBOOK_BATCH_SZE", "5")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+
+    assert cli.main(["sessions", "list"]) == 0
+
+    assert "warning: RL_ORDERBOOK_BATCH_SZE is not a known variable and is ignored; did you mean " \
+        "RL_ORDERBOOK_BATCH_SIZE?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        ([], ["collect", "sessions", "models", "RL_DATA_DIR", "DATABASE_URL"]),
+        (["collect"], ["--markets", "--events", "--seed", "--tick", "linear_cent", "Ctrl-C"]),
+        (["sessions"], ["list", "show"]),
+        (["sessions", "show"], ["ID", "session id"]),
+        (["models"], ["list", "show", "promote"]),
+        (["models", "list"], ["--name"]),
+        (["models", "promote"], ["retires"]),
+    ],
+)
+def test_help_is_informative_everywhere(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main([*argv, "--help"])
+    assert exited.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    for text in expected:
+        assert text in out
+
+
+def test_a_missing_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main([])
+    assert exited.value.code == 2
+    assert "required: COMMAND" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "many"])
+def test_collect_refuses_a_count_that_is_not_positive(bad, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["collect", "--events", bad])
+    assert "argument --events" in capsys.readouterr().err
+
+
+def test_an_unreadable_store_is_a_one_line_error_with_exit_code_1(monkeypatch, tmp_path, capsys):
+    (tmp_path / "kalshiflow.db").write_text("not a database")
+    monkeypatch.setenv("RL_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+
+    assert cli.main(["sessions", "list"]) == 1
+
+    assert capsys.readouterr().err == (
+        f"kalshiflow-rl: error: cannot open SQLite {tmp_path / 'kalshiflow.db'}: file is not a database\n"
+    )
