@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from domain.events import MarketEvent
+from domain.market_tape import MarketTape
 from domain.orders import Fill, Order, OrderRequest
 from domain.values import Side
 
@@ -53,6 +54,10 @@ class SessionInfo:
 
 class SessionNotFound(LookupError):
     pass
+
+
+class SessionClosed(RuntimeError):
+    """Writing to, or ending, a session that has already ended."""
 
 
 @runtime_checkable
@@ -177,3 +182,59 @@ class Policy(Protocol):
     """Maps an observation (and the mask of legal actions) to an action index."""
 
     def act(self, observation: Any, action_mask: Any | None = None) -> int: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Learning
+# ---------------------------------------------------------------------------------------------
+@runtime_checkable
+class TradingEnvironment(Protocol):
+    """Episodes over replayed markets, with the Gymnasium API (the Gymnasium env adapter).
+
+    ``reset(options={"episode": k})`` replays episode ``k`` of ``episode_count``; ``step``
+    returns ``(observation, reward, terminated, truncated, info)``; ``action_masks()`` says
+    which actions are legal now. ``info`` holds ``portfolio_value`` (micro-dollars) and
+    ``action_mask`` at reset and every step; the last step adds ``episode_summary``
+    (``EpisodeSummary.as_dict()``), ``action_counts`` and ``illegal_actions``.
+    """
+
+    @property
+    def episode_count(self) -> int: ...
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]: ...
+
+    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]: ...
+
+    def action_masks(self) -> Any: ...
+
+
+@runtime_checkable
+class TrainedAgent(Protocol):
+    """A trained model: saved as one file, used as a :class:`Policy`."""
+
+    @property
+    def algorithm(self) -> str: ...
+
+    @property
+    def hyperparameters(self) -> Mapping[str, Any]: ...
+
+    def save(self, path: str) -> None: ...
+
+    def policy(self) -> Policy: ...
+
+
+@runtime_checkable
+class AgentTrainer(Protocol):
+    """Trains agents on market tapes (Stable-Baselines3) and loads the ones it saved."""
+
+    @property
+    def algorithm(self) -> str: ...
+
+    @property
+    def hyperparameters(self) -> Mapping[str, Any]: ...
+
+    def train(
+        self, tapes: Sequence[MarketTape], *, total_timesteps: int, seed: int, progress: bool = False
+    ) -> TrainedAgent: ...
+
+    def load_policy(self, path: str) -> Policy: ...

@@ -32,15 +32,22 @@ import json
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 from tqdm import tqdm
 
+from adapters.sb3 import ALGORITHMS
+from application.demo import DemoConfig, run_demo
+from application.evaluation import evaluate_model, format_table, write_equity_chart
 from application.recording import RecordingSummary
+from application.replay import ReplayConfig
+from application.training import NothingToTrainOn, train_agent
 from domain.ports import ModelNotFound, ModelRecord, ModelRegistry, SessionInfo, SessionNotFound
 from entrypoints.config import ConfigError, Settings, StoreKind, unknown_variable_warnings
 from entrypoints.container import Container, build_container
+from entrypoints.learning import EnvironmentSettings, sb3_trainer, synthetic_session_feed
 
 PROG = "kalshiflow-rl"
 EXIT_USAGE = 2  # bad configuration, unknown id: something the user can fix
@@ -299,6 +306,161 @@ def _describe_model(model: ModelRecord) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# train, evaluate, demo
+# ---------------------------------------------------------------------------------------------
+def add_learning_commands(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train an agent on recorded sessions and register the model",
+        description=(
+            "Replay recorded sessions through the Gymnasium environment and train a Stable-Baselines3 "
+            "agent on them (orders of $RL_ACTOR_CONTRACT_SIZE contracts). The model is saved under "
+            "$RL_DATA_DIR/models and registered (status 'training'; promote it with `models promote`)."
+        ),
+    )
+    train.add_argument("--sessions", type=int, nargs="+", required=True, metavar="ID", help="session ids to train on")
+    train.add_argument("--name", default="agent", help="model name in the registry (default agent)")
+    train.add_argument("--algorithm", choices=sorted(ALGORITHMS), default="ppo", help="default ppo")
+    train.add_argument("--timesteps", type=_positive_int, default=40_000, metavar="N", help="default 40000")
+    train.add_argument(
+        "--step-ms", type=_positive_int, default=1_000, metavar="MS", help="ms between decisions (default 1000)"
+    )
+    train.add_argument("--seed", type=int, default=0, metavar="S", help="default 0")
+    train.set_defaults(run=train_model)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="play a model against the random and do-nothing baselines",
+        description=(
+            "Replay sessions with a registered model, a random policy and a do-nothing policy, print "
+            "the comparison and store it as the model's metrics."
+        ),
+    )
+    evaluate.add_argument("model_id", type=int, metavar="MODEL_ID", help="model id, from `models list`")
+    evaluate.add_argument("--sessions", type=int, nargs="+", required=True, metavar="ID", help="held-out session ids")
+    evaluate.add_argument("--seed", type=int, default=0, metavar="S", help="default 0")
+    evaluate.add_argument("--chart", metavar="PNG", help="also write the equity curves to this PNG file")
+    evaluate.set_defaults(run=evaluate_model_command)
+
+    demo = commands.add_parser(
+        "demo",
+        help="record synthetic sessions, train, evaluate against baselines: the whole loop in a minute",
+        description=(
+            "Generate SYNTHETIC market sessions (not Kalshi data), store them, train PPO on some, "
+            "evaluate it against random and do-nothing policies on the others, register the model "
+            "(promoted only if it beats both), print a table and write $RL_DATA_DIR/demo-equity.png."
+        ),
+    )
+    for flag, default, text in (
+        ("--sessions", 6, "sessions to record"),
+        ("--held-out", 2, "sessions kept for evaluation"),
+        ("--markets", 3, "markets per session"),
+        ("--minutes", 10, "simulated minutes per session"),
+        ("--timesteps", 40_000, "training steps"),
+    ):
+        demo.add_argument(flag, type=_positive_int, default=default, metavar="N", help=f"{text} (default {default})")
+    demo.add_argument(
+        "--edge", type=float, default=0.5, metavar="K", help="planted signal strength in [0, 1) (default 0.5)"
+    )
+    demo.add_argument("--seed", type=int, default=0, metavar="S", help="default 0")
+    demo.set_defaults(run=demo_command)
+
+
+def _environment(settings: Settings) -> EnvironmentSettings:
+    return EnvironmentSettings(contract_size=settings.actor_contract_size)
+
+
+async def train_model(args: argparse.Namespace, settings: Settings, container: Container) -> int:
+    environment = _environment(settings)
+    store, registry = container.store(), container.model_registry()
+    async with _opened(settings, store, registry):
+        try:
+            result = await train_agent(
+                store=store,
+                registry=registry,
+                trainer=sb3_trainer(environment, algorithm=args.algorithm),
+                clock=container.clock(),
+                session_ids=args.sessions,
+                name=args.name,
+                total_timesteps=args.timesteps,
+                seed=args.seed,
+                models_dir=settings.models_dir,
+                replay=ReplayConfig(step_ms=args.step_ms),
+                cache_dir=settings.cache_dir,
+                progress=True,
+                settings={"environment": environment.as_dict()},
+            )
+        except (SessionNotFound, NothingToTrainOn) as error:
+            raise CommandFailed(f"cannot train: {error}") from None
+    record = result.record
+    print(
+        f"Trained {record.algorithm} on {result.markets} markets ({result.steps_per_pass} decisions per pass); "
+        f"registered model {record.model_id} ({record.name} v{record.version}) at {result.path}"
+    )
+    return 0
+
+
+async def evaluate_model_command(args: argparse.Namespace, settings: Settings, container: Container) -> int:
+    store, registry = container.store(), container.model_registry()
+    async with _opened(settings, store, registry):
+        record = await _get_model(registry, args.model_id, settings)
+        environment = EnvironmentSettings(**record.hyperparameters.get("environment", {}))
+        try:
+            result = await evaluate_model(
+                store=store,
+                registry=registry,
+                trainer=sb3_trainer(environment, algorithm=record.algorithm),
+                make_environment=environment.make_environment,
+                model_id=args.model_id,
+                session_ids=args.sessions,
+                cache_dir=settings.cache_dir,
+                seed=args.seed,
+            )
+        except (SessionNotFound, ValueError, FileNotFoundError) as error:
+            raise CommandFailed(f"cannot evaluate model {args.model_id}: {error}") from None
+    print(format_table(result.evaluations, markets=result.markets))
+    verdict = "beat" if result.beat_baselines else "did NOT beat"
+    print(f"Model {record.model_id} ({record.name} v{record.version}) {verdict} both baselines on return.")
+    if args.chart:
+        title = f"{record.name} v{record.version} against the baselines"
+        print(f"Equity curves: {write_equity_chart(result.evaluations, Path(args.chart), title=title)}")
+    return 0
+
+
+async def demo_command(args: argparse.Namespace, settings: Settings, container: Container) -> int:
+    try:
+        config = DemoConfig(
+            sessions=args.sessions,
+            held_out_sessions=args.held_out,
+            markets_per_session=args.markets,
+            session_minutes=args.minutes,
+            total_timesteps=args.timesteps,
+            edge_strength=args.edge,
+            seed=args.seed,
+        )
+    except ValueError as error:
+        raise CommandFailed(str(error)) from None
+    environment = _environment(settings)
+    store, registry = container.store(), container.model_registry()
+    async with _opened(settings, store, registry):
+        await run_demo(
+            config,
+            store=store,
+            registry=registry,
+            make_feed=synthetic_session_feed,
+            trainer=sb3_trainer(environment),
+            make_environment=environment.make_environment,
+            clock=container.clock(),
+            models_dir=settings.models_dir,
+            cache_dir=settings.cache_dir,
+            chart_path=settings.data_dir / "demo-equity.png",
+            environment_settings=environment.as_dict(),
+            progress=True,
+        )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # The parser and main
 # ---------------------------------------------------------------------------------------------
 # Each adds one top-level command; see the module docstring to add another.
@@ -306,6 +468,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_collect_command,
     add_sessions_commands,
     add_models_commands,
+    add_learning_commands,
 )
 
 

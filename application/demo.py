@@ -1,0 +1,199 @@
+"""The walking skeleton, end to end: record, replay, train, evaluate, register, report.
+
+1. Record ``sessions`` SYNTHETIC sessions (generated markets, not Kalshi data) into the store.
+2. Keep the last ``held_out_sessions`` aside; compile the others into market tapes.
+3. Train an agent on them (the injected trainer: PPO by default), save it and register it.
+4. Play the trained model, a random policy and a do-nothing policy on the held-out markets.
+5. Store the model's metrics; promote it only if it returned more than both baselines.
+6. Print a table, write the equity curves as a PNG, return everything as a :class:`DemoResult`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+
+from application.evaluation import (
+    PolicyEvaluation,
+    beats,
+    evaluate_against_baselines,
+    format_table,
+    write_equity_chart,
+)
+from application.recording import record_session
+from application.replay import ReplayConfig, load_tapes
+from application.training import TrainingResult, train_on_tapes
+from domain.market_tape import MarketTape
+from domain.ports import AgentTrainer, Clock, ModelRecord, ModelRegistry, OrderbookStore, TradingEnvironment
+
+
+class RecordableFeed(Protocol):
+    """A market-data feed that knows its markets (as the synthetic feed does)."""
+
+    @property
+    def tickers(self) -> tuple[str, ...]: ...
+
+    def events(self) -> Any: ...
+
+
+class SyntheticFeedFactory(Protocol):
+    def __call__(self, *, seed: int, markets: int, duration_ms: int, edge_strength: float) -> RecordableFeed: ...
+
+
+def _at_least(minimum: int) -> Callable[[object, attrs.Attribute, int], None]:  # type: ignore[type-arg]
+    def check(_instance: object, attribute: attrs.Attribute, value: int) -> None:  # type: ignore[type-arg]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{attribute.name} must be an integer >= {minimum}, got {value!r}")
+
+    return check
+
+
+@attrs.frozen
+class DemoConfig:
+    sessions: int = attrs.field(default=6, validator=_at_least(2))
+    held_out_sessions: int = attrs.field(default=2, validator=_at_least(1))
+    markets_per_session: int = attrs.field(default=3, validator=_at_least(1))
+    session_minutes: int = attrs.field(default=10, validator=_at_least(1))
+    # The synthetic generator's planted, learnable signal (0 = none: prices are a martingale).
+    edge_strength: float = 0.5
+    total_timesteps: int = attrs.field(default=40_000, validator=_at_least(1))
+    seed: int = 0
+    model_name: str = "demo"
+    batch_size: int = attrs.field(default=1_000, validator=_at_least(1))  # events per store write
+    replay: ReplayConfig = ReplayConfig()
+
+    def __attrs_post_init__(self) -> None:
+        if self.held_out_sessions >= self.sessions:
+            raise ValueError(
+                f"held_out_sessions ({self.held_out_sessions}) must leave at least one of the "
+                f"{self.sessions} sessions to train on"
+            )
+        if not 0 <= self.edge_strength < 1:
+            raise ValueError(f"edge_strength must lie in [0, 1), got {self.edge_strength!r}")
+
+
+@attrs.frozen
+class DemoResult:
+    train_sessions: tuple[int, ...]
+    held_out_sessions: tuple[int, ...]
+    training: TrainingResult
+    model: ModelRecord  # as registered after evaluation (metrics, status)
+    evaluations: tuple[PolicyEvaluation, ...]  # the model first, then the baselines
+    promoted: bool
+    verdict: str
+    table: str
+    chart: Path
+
+
+async def run_demo(
+    config: DemoConfig,
+    *,
+    store: OrderbookStore,
+    registry: ModelRegistry,
+    make_feed: SyntheticFeedFactory,
+    trainer: AgentTrainer,
+    make_environment: Callable[[Sequence[MarketTape]], TradingEnvironment],
+    clock: Clock,
+    models_dir: Path,
+    cache_dir: Path | None,
+    chart_path: Path,
+    environment_settings: Mapping[str, Any] | None = None,
+    progress: bool = False,
+    say: Callable[[str], None] = print,
+) -> DemoResult:
+    """Run the demo against open ``store`` and ``registry``; ``say`` gets each line of output."""
+    say(
+        f"Recording {config.sessions} SYNTHETIC sessions ({config.markets_per_session} generated markets, "
+        f"{config.session_minutes} min each; edge_strength={config.edge_strength}) ..."
+    )
+    session_ids = []
+    for index in range(config.sessions):
+        feed = make_feed(
+            seed=config.seed * 1_000 + index,
+            markets=config.markets_per_session,
+            duration_ms=config.session_minutes * 60_000,
+            edge_strength=config.edge_strength,
+        )
+        summary = await record_session(
+            feed, store, tickers=feed.tickers, source="synthetic", batch_size=config.batch_size, clock=clock
+        )
+        session_ids.append(summary.session_id)
+    train_ids = tuple(session_ids[: -config.held_out_sessions])
+    held_ids = tuple(session_ids[-config.held_out_sessions :])
+    say(f"Sessions {_ids(train_ids)} for training, {_ids(held_ids)} held out.")
+
+    train_tapes = await load_tapes(store, train_ids, config=config.replay, cache_dir=cache_dir)
+    held_tapes = await load_tapes(store, held_ids, config=config.replay, cache_dir=cache_dir)
+    say(
+        f"Training {trainer.algorithm.upper()} for {config.total_timesteps:,} steps on {len(train_tapes)} markets "
+        f"({sum(t.steps - 1 for t in train_tapes):,} decisions per pass) ..."
+    )
+    training = await train_on_tapes(
+        train_tapes,
+        registry=registry,
+        trainer=trainer,
+        clock=clock,
+        session_ids=train_ids,
+        name=config.model_name,
+        total_timesteps=config.total_timesteps,
+        seed=config.seed,
+        models_dir=models_dir,
+        replay=config.replay,
+        progress=progress,
+        settings={"environment": dict(environment_settings or {})},
+    )
+    say(f"Saved {training.record.name} v{training.record.version} to {training.path}")
+
+    # The model is evaluated as saved: loading it back proves the file is usable.
+    model_policy = trainer.load_policy(str(training.path))
+    model_label = f"{training.record.algorithm} v{training.record.version}"
+    evaluations = evaluate_against_baselines(
+        model_policy, held_tapes, make_environment=make_environment, name=model_label, seed=config.seed
+    )
+    model_evaluation, *baselines = evaluations
+    promoted = beats(model_evaluation, baselines)
+    verdict = _verdict(model_label, model_evaluation, baselines, promoted)
+    metrics = {
+        "held_out_sessions": list(held_ids),
+        "held_out": {evaluation.name: evaluation.metrics() for evaluation in evaluations},
+        "beat_baselines": promoted,
+    }
+    record = await registry.update(training.record.model_id, metrics=metrics)
+    # Never active unless it earned it; a model that lost is kept on file but retired.
+    if promoted:
+        record = await registry.promote(record.model_id)
+    else:
+        record = await registry.update(record.model_id, status="retired")
+
+    table = format_table(evaluations, markets=len(held_tapes))
+    say(table)
+    say(verdict)
+    chart = write_equity_chart(
+        evaluations, chart_path, title=f"Held-out P&L, {len(held_tapes)} synthetic markets ({model_label})"
+    )
+    say(f"Equity curves: {chart}")
+    return DemoResult(
+        train_sessions=train_ids,
+        held_out_sessions=held_ids,
+        training=training,
+        model=record,
+        evaluations=evaluations,
+        promoted=promoted,
+        verdict=verdict,
+        table=table,
+        chart=chart,
+    )
+
+
+def _verdict(label: str, model: PolicyEvaluation, baselines: Sequence[PolicyEvaluation], promoted: bool) -> str:
+    margins = ", ".join(f"{b.name} by {model.total_return - b.total_return:+.2f} $" for b in baselines)
+    if promoted:
+        return f"Promoted {label} to active: it beat {margins} on held-out return."
+    return f"NOT promoted: {label} did not beat every baseline on held-out return ({margins})."
+
+
+def _ids(ids: Sequence[int]) -> str:
+    return ", ".join(str(i) for i in ids)

@@ -1,0 +1,126 @@
+"""Training an agent on recorded sessions, and registering the model it produced.
+
+The model is registered before training starts (status ``training``), so a run that dies is
+visible in the registry; it is marked ``failed`` if training raises. Weights are saved under
+``models_dir`` as one file per version. What the registry keeps as hyperparameters is enough to
+repeat the run: the trainer's settings, the sessions, the replay settings and the seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from application.replay import ReplayConfig, load_tapes
+from domain.market_tape import MarketTape
+from domain.ports import AgentTrainer, Clock, ModelRecord, ModelRegistry, OrderbookStore, TrainedAgent
+
+
+class NothingToTrainOn(ValueError):
+    """The sessions given hold no market that can be replayed."""
+
+
+@attrs.frozen
+class TrainingResult:
+    record: ModelRecord
+    agent: TrainedAgent = attrs.field(repr=False)
+    path: Path
+    markets: int  # market tapes trained on
+    steps_per_pass: int  # agent decisions in one pass over them
+
+
+async def train_agent(
+    *,
+    store: OrderbookStore,
+    registry: ModelRegistry,
+    trainer: AgentTrainer,
+    clock: Clock,
+    session_ids: Sequence[int],
+    name: str,
+    total_timesteps: int,
+    seed: int,
+    models_dir: Path,
+    replay: ReplayConfig,
+    cache_dir: Path | None = None,
+    progress: bool = False,
+    settings: Mapping[str, Any] | None = None,
+) -> TrainingResult:
+    """Train on the markets of ``session_ids``; save and register the model as ``name``.
+
+    ``settings`` (e.g. the environment's order size and fees) are stored with the
+    hyperparameters: whatever the model needs to be used as it was trained.
+    """
+    if not session_ids:
+        raise NothingToTrainOn("no sessions given to train on")
+    tapes = await load_tapes(store, session_ids, config=replay, cache_dir=cache_dir)
+    if not tapes:
+        raise NothingToTrainOn(f"sessions {list(session_ids)} hold no replayable market (none has a snapshot)")
+    return await train_on_tapes(
+        tapes,
+        registry=registry,
+        trainer=trainer,
+        clock=clock,
+        session_ids=session_ids,
+        name=name,
+        total_timesteps=total_timesteps,
+        seed=seed,
+        models_dir=models_dir,
+        replay=replay,
+        progress=progress,
+        settings=settings,
+    )
+
+
+async def train_on_tapes(
+    tapes: Sequence[MarketTape],
+    *,
+    registry: ModelRegistry,
+    trainer: AgentTrainer,
+    clock: Clock,
+    session_ids: Sequence[int],
+    name: str,
+    total_timesteps: int,
+    seed: int,
+    models_dir: Path,
+    replay: ReplayConfig,
+    progress: bool = False,
+    settings: Mapping[str, Any] | None = None,
+) -> TrainingResult:
+    """:func:`train_agent` for tapes already loaded."""
+    created_ms = clock.now_ms()
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    path = models_dir / f"{name}-{created_ms}.zip"
+    hyperparameters = {
+        **dict(trainer.hyperparameters),
+        "total_timesteps": total_timesteps,
+        "seed": seed,
+        "sessions": list(session_ids),
+        "markets": len(tapes),
+        "replay": attrs.asdict(replay),
+        **dict(settings or {}),
+    }
+    record = await registry.register(
+        name, algorithm=trainer.algorithm, path=str(path), created_ms=created_ms, hyperparameters=hyperparameters
+    )
+    try:
+        # CPU-bound for a minute or more: off the event loop, so the process stays responsive.
+        agent = await asyncio.to_thread(
+            trainer.train, tapes, total_timesteps=total_timesteps, seed=seed, progress=progress
+        )
+        await asyncio.to_thread(agent.save, str(path))
+    except BaseException:
+        await registry.update(record.model_id, status="failed")
+        raise
+    return TrainingResult(
+        record=record,
+        agent=agent,
+        path=path,
+        markets=len(tapes),
+        steps_per_pass=sum(tape.steps - 1 for tape in tapes),
+    )
+

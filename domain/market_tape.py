@@ -1,0 +1,96 @@
+"""One market's recording, compiled for replay: per-step arrays, read without touching a store.
+
+A tape samples a market on a fixed time grid ``times[0] < times[1] < ... < times[n-1]``. Row ``i``
+is the market as it stood at ``times[i]``, after every event stamped at or before it -- never
+after. The last row is the end of the market: its resolution when the recording has one,
+otherwise its last event. Trades are kept per interval: ``trade_offsets[i]:trade_offsets[i+1]``
+indexes the trades printed in ``(times[i-1], times[i]]`` (for row 0, everything up to
+``times[0]``), so an agent that acted at row ``i - 1`` meets exactly those trades before row ``i``.
+
+Everything is in domain units (prices in price units, counts in count units); only ``features``
+holds normalised floats (see :mod:`domain.features`). An episode never spans two tapes.
+"""
+
+from __future__ import annotations
+
+import attrs
+import numpy as np
+
+from domain.values import ONE_DOLLAR, Side
+
+NO_LEVEL = -1  # the price of a depth slot with no bid in it
+
+
+class TapeError(ValueError):
+    """Arrays that do not make one consistent market tape."""
+
+
+@attrs.frozen(eq=False)
+class MarketTape:
+    """A compiled market. Arrays are read-only by convention; build tapes with ``application.replay``."""
+
+    session_id: int
+    ticker: str
+    step_ms: int
+    times: np.ndarray  # int64 [n]: the sampling times, ms
+    bid_prices: np.ndarray  # int32 [n, 2, K]: the K best bids of YES (0) and NO (1), best first
+    bid_counts: np.ndarray  # int64 [n, 2, K]: their sizes; 0 where the price is NO_LEVEL
+    marks: np.ndarray  # int32 [n]: the YES price positions are valued at (see mark_prices)
+    trade_offsets: np.ndarray  # int64 [n + 1]
+    trade_prices: np.ndarray  # int32 [T]: YES price of each printed trade
+    trade_counts: np.ndarray  # int64 [T]
+    trade_takers: np.ndarray  # int8 [T]: the taker's side (Side.YES / Side.NO)
+    features: np.ndarray  # float32 [n, MARKET_FEATURE_COUNT]
+    expiry_ms: int  # when the market ends: its resolution time, or its last event
+    result: Side | None  # how the market resolved; None when the recording has no resolution
+
+    def __attrs_post_init__(self) -> None:
+        n = len(self.times)
+        if n < 2:
+            raise TapeError(f"{self.ticker}: a tape needs at least 2 steps (one action), got {n}")
+        if self.bid_prices.shape[:2] != (n, 2) or self.bid_counts.shape != self.bid_prices.shape:
+            raise TapeError(f"{self.ticker}: depth arrays must be [n, 2, K] with n = {n}")
+        if self.marks.shape != (n,) or self.features.shape[0] != n:
+            raise TapeError(f"{self.ticker}: marks and features must have one row per step ({n})")
+        if self.trade_offsets.shape != (n + 1,):
+            raise TapeError(f"{self.ticker}: trade_offsets must have n + 1 = {n + 1} entries")
+        trades = int(self.trade_offsets[-1])
+        if not (len(self.trade_prices) == len(self.trade_counts) == len(self.trade_takers) == trades):
+            raise TapeError(f"{self.ticker}: trade arrays must hold trade_offsets[-1] = {trades} trades")
+        if n > 1 and not bool(np.all(np.diff(self.times) > 0)):
+            raise TapeError(f"{self.ticker}: times must increase strictly")
+
+    @property
+    def steps(self) -> int:
+        return len(self.times)
+
+    @property
+    def depth_levels(self) -> int:
+        return int(self.bid_prices.shape[2])
+
+    @property
+    def resolved(self) -> bool:
+        return self.result is not None
+
+    def bids(self, row: int, side: int) -> list[tuple[int, int]]:
+        """The visible bids of ``side`` at ``row``, best first, as ``(price, count)``."""
+        prices = self.bid_prices[row, side].tolist()
+        counts = self.bid_counts[row, side].tolist()
+        return [(price, count) for price, count in zip(prices, counts) if price != NO_LEVEL]
+
+
+def mark_prices(yes_bid: np.ndarray, yes_ask: np.ndarray, *, initial: int = ONE_DOLLAR // 2) -> np.ndarray:
+    """The YES price to value positions at, per row: the mid, rounded down to a price unit.
+
+    Where a side of the book is empty there is no mid; the last mark carries forward
+    (``initial`` before the first two-sided row). Uses only the row and the rows before it.
+    """
+    yes_bid = np.asarray(yes_bid, dtype=np.int64)
+    yes_ask = np.asarray(yes_ask, dtype=np.int64)
+    two_sided = (yes_bid >= 0) & (yes_ask >= 0)
+    mids = np.where(two_sided, (yes_bid + yes_ask) // 2, initial)
+    # Forward fill: index of the last two-sided row at or before each row.
+    last = np.where(two_sided, np.arange(len(mids)), -1)
+    np.maximum.accumulate(last, out=last)
+    marks = np.where(last >= 0, mids[np.maximum(last, 0)], initial)
+    return np.clip(marks, 0, ONE_DOLLAR).astype(np.int32)

@@ -1,0 +1,186 @@
+import warnings
+
+import gymnasium
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gymnasium_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+from adapters.gym_env import ENV_ID, OrderbookEnv
+from application.replay import ReplayConfig, compile_market
+from domain.actions import Action, ActionConfig, PricingStrategy
+from domain.events import BookDelta, BookSnapshot, MarketResolved, PublicTrade
+from domain.features import ORDER_FEATURES, ORDER_OFFSET, PORTFOLIO_FEATURES, PORTFOLIO_OFFSET
+from domain.rewards import RewardFunction
+from domain.values import MONEY_SCALE, ONE_CONTRACT, Side
+
+C = ONE_CONTRACT
+START = 100 * MONEY_SCALE
+
+
+def quiet_market(ticker="T", result=Side.YES, steps=4):
+    """YES bid 0.45 x 20, NO bid 0.53 x 20 (YES ask 0.47) for ``steps`` seconds, then resolution."""
+    return [
+        BookSnapshot(ticker, 1, 0, yes=((4500, 20 * C),), no=((5300, 20 * C),)),
+        MarketResolved(ticker, steps * 1000, result),
+    ]
+
+
+def busy_market(ticker, seed, seconds=60):
+    rng = np.random.default_rng(seed)
+    events = [BookSnapshot(ticker, 1, 0, yes=((4400, 30 * C), (4500, 20 * C)), no=((5300, 20 * C), (5200, 40 * C)))]
+    for t in range(100, seconds * 1000, 250):
+        side = Side(int(rng.integers(2)))
+        price = int(rng.choice([4300, 4400, 4500] if side is Side.YES else [5100, 5200, 5300]))
+        events.append(BookDelta(ticker, None, t, side, price, int(rng.integers(-10, 11)) * C))
+        if rng.random() < 0.3:
+            events.append(PublicTrade(ticker, t, f"{t}", int(rng.integers(4300, 4800)), int(rng.integers(1, 5)) * C, side))
+    events.append(MarketResolved(ticker, seconds * 1000, Side(int(rng.integers(2)))))
+    return events
+
+
+def tape(events, ticker="T"):
+    return compile_market(events, ticker=ticker, session_id=1, config=ReplayConfig(step_ms=1000, depth_levels=5))
+
+
+@pytest.fixture(scope="module")
+def busy_tapes():
+    return [tape(busy_market(f"M{i}", i), f"M{i}") for i in range(3)]
+
+
+def test_passes_the_gymnasium_and_stable_baselines3_checkers(busy_tapes):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the checkers warn about render modes we do not have
+        gymnasium_check_env(OrderbookEnv(busy_tapes), skip_render_check=True)
+    sb3_check_env(OrderbookEnv(busy_tapes), warn=False)
+
+
+def test_is_registered_under_its_id(busy_tapes):
+    env = gymnasium.make(ENV_ID, tapes=busy_tapes)
+    observation, _ = env.reset(seed=1)
+    assert env.observation_space.contains(observation)
+    env.close()
+
+
+def test_buy_and_hold_to_resolution_books_fill_fee_and_payout():
+    env = OrderbookEnv([tape(quiet_market())], reward=RewardFunction(scale=1.0))
+    _, info = env.reset(seed=0)
+    assert info["portfolio_value"] == START
+    _, reward, terminated, truncated, info = env.step(Action.BUY_YES)
+    # 10 YES at 0.47 = $4.70, fee 0.07 x 10 x 0.47 x 0.53 -> $0.18; marked at 0.46: value 99.72
+    assert info["position"] == 10 * C
+    assert info["portfolio_value"] == START - 4_700_000 - 180_000 + 4_600_000
+    assert reward == pytest.approx(-0.28)
+    total = reward
+    while not (terminated or truncated):
+        _, reward, terminated, truncated, info = env.step(Action.HOLD)
+        total += reward
+    assert terminated and not truncated
+    assert info["portfolio_value"] == START - 4_880_000 + 10 * MONEY_SCALE  # settled YES: $1 each
+    assert total == pytest.approx(5.12)
+    summary = info["episode_summary"]
+    assert summary["total_return"] == pytest.approx(5.12) and summary["trades"] == 1 and summary["win_rate"] == 1.0
+    assert info["action_counts"] == [3, 1, 0, 0, 0]
+
+
+def test_an_unresolved_recording_truncates_instead_of_terminating():
+    events = quiet_market()[:-1] + [BookDelta("T", 2, 3000, Side.YES, 4500, C)]
+    env = OrderbookEnv([tape(events)])
+    env.reset(seed=0)
+    done = (False, False)
+    while not any(done):
+        *_, terminated, truncated, _ = env.step(Action.HOLD)
+        done = (terminated, truncated)
+    assert done == (False, True)
+
+
+def test_illegal_actions_do_nothing_and_are_counted():
+    env = OrderbookEnv([tape(quiet_market())])
+    _, info = env.reset(seed=0)
+    assert not info["action_mask"][Action.SELL_YES]  # nothing to sell yet
+    _, reward, *_, info = env.step(Action.SELL_YES)
+    assert info["illegal_action"] and info["position"] == 0 and reward == 0.0
+    for _ in range(3):
+        *_, info = env.step(Action.HOLD)
+    assert info["illegal_actions"] == 1
+
+
+def test_a_passive_order_rests_and_fills_when_a_trade_prints_through_it():
+    events = quiet_market(steps=3)
+    events.insert(1, PublicTrade("T", 1500, "x", 4400, 4 * C, Side.NO))  # a sale below our 0.45 bid
+    env = OrderbookEnv([tape(events)], actions=ActionConfig(pricing=PricingStrategy.PASSIVE))
+    env.reset(seed=0)
+    observation, _, _, _, info = env.step(Action.BUY_YES)  # bid 10 at 0.45: rests through row 1
+    assert info["position"] == 0
+    assert observation[ORDER_OFFSET + ORDER_FEATURES.index("has_resting_bid")] == 1.0
+    observation, _, _, _, info = env.step(Action.HOLD)  # the trade in (1000, 2000] fills 4
+    assert info["position"] == 4 * C
+    assert observation[ORDER_OFFSET + ORDER_FEATURES.index("order_remaining")] == pytest.approx(0.6)
+    assert observation[PORTFOLIO_OFFSET + PORTFOLIO_FEATURES.index("position")] == pytest.approx(4 / 50)
+
+
+def test_the_same_seed_and_actions_replay_the_same_episode(busy_tapes):
+    def run(seed):
+        env = OrderbookEnv(busy_tapes)
+        observation, info = env.reset(seed=seed)
+        rng = np.random.default_rng(0)
+        trace = [observation]
+        rewards = []
+        for _ in range(40):
+            action = int(rng.choice(np.flatnonzero(info["action_mask"])))
+            observation, reward, terminated, truncated, info = env.step(action)
+            trace.append(observation)
+            rewards.append(reward)
+            if terminated or truncated:
+                observation, info = env.reset()
+        return np.array(trace), rewards
+
+    (trace, rewards), (again, rewards_again) = run(5), run(5)
+    np.testing.assert_array_equal(trace, again)
+    assert rewards == rewards_again
+    other, _ = run(6)
+    assert not np.array_equal(trace, other)  # the seed matters: it picks the episodes
+
+
+def test_rewards_add_up_to_the_episode_return(busy_tapes):
+    env = OrderbookEnv(busy_tapes, reward=RewardFunction(scale=1.0))
+    _, info = env.reset(seed=3, options={"episode": 1})
+    rng = np.random.default_rng(1)
+    total, done = 0.0, False
+    while not done:
+        action = int(rng.choice(np.flatnonzero(info["action_mask"])))
+        observation, reward, terminated, truncated, info = env.step(action)
+        total += reward
+        done = terminated or truncated
+        assert env.observation_space.contains(observation)
+    assert total == pytest.approx(info["episode_summary"]["total_return"], abs=1e-9)
+    assert info["portfolio_value"] == START + round(info["episode_summary"]["total_return"] * MONEY_SCALE)
+
+
+def test_reset_picks_the_requested_episode_and_refuses_a_bad_one(busy_tapes):
+    env = OrderbookEnv(busy_tapes)
+    _, info = env.reset(options={"episode": 2})
+    assert info["episode"] == 2 and env.episode_count == 3
+    with pytest.raises(ValueError, match="episode"):
+        env.reset(options={"episode": 3})
+
+
+def test_step_before_reset_or_after_the_end_is_an_error():
+    env = OrderbookEnv([tape(quiet_market(steps=1))])
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(0)
+    env.reset(seed=0)
+    env.step(0)
+    with pytest.raises(RuntimeError, match="ended"):
+        env.step(0)
+
+
+def test_the_observation_never_names_a_market():
+    one = OrderbookEnv([tape(quiet_market("AAA"), "AAA")]).reset(seed=0)[0]
+    two = OrderbookEnv([tape(quiet_market("ZZZ"), "ZZZ")]).reset(seed=0)[0]
+    np.testing.assert_array_equal(one, two)
+
+
+def test_needs_tapes():
+    with pytest.raises(ValueError, match="tape"):
+        OrderbookEnv([])

@@ -1,0 +1,139 @@
+import attrs
+import pytest
+
+from application.replay import ReplayConfig, compile_market
+from application.training import NothingToTrainOn, train_agent, train_on_tapes
+from domain.events import BookSnapshot, MarketResolved
+from domain.ports import AgentTrainer, ModelRecord, SessionInfo
+from domain.values import Side
+
+
+class FakeClock:
+    def now_ms(self):
+        return 1_700_000_000_000
+
+
+class FakeRegistry:
+    def __init__(self):
+        self.records = {}
+
+    async def register(self, name, *, algorithm, path, created_ms, hyperparameters, status="training"):
+        record = ModelRecord(len(self.records) + 1, name, 1, algorithm, status, path, created_ms, dict(hyperparameters))
+        self.records[record.model_id] = record
+        return record
+
+    async def update(self, model_id, *, status=None, metrics=None):
+        record = self.records[model_id]
+        record = attrs.evolve(record, status=status or record.status, metrics=metrics or record.metrics)
+        self.records[model_id] = record
+        return record
+
+
+class FakeAgent:
+    algorithm = "fake"
+    hyperparameters = {"lr": 0.1}
+
+    def save(self, path):
+        with open(path, "w") as file:
+            file.write("weights")
+
+    def policy(self):
+        raise NotImplementedError  # not used by training
+
+
+class FakeTrainer:
+    algorithm = "fake"
+    hyperparameters = {"lr": 0.1}
+
+    def __init__(self, fail=False):
+        self.fail = fail
+        self.calls = []
+
+    def train(self, tapes, *, total_timesteps, seed, progress=False):
+        self.calls.append((len(tapes), total_timesteps, seed, progress))
+        if self.fail:
+            raise RuntimeError("diverged")
+        return FakeAgent()
+
+    def load_policy(self, path):
+        raise NotImplementedError
+
+
+def tapes():
+    events = [BookSnapshot("T", 1, 0, yes=((4500, 100),), no=((5300, 100),)), MarketResolved("T", 3000, Side.NO)]
+    return [compile_market(events, ticker="T", session_id=4, config=ReplayConfig())]
+
+
+def test_the_fake_trainer_is_an_agent_trainer():
+    assert isinstance(FakeTrainer(), AgentTrainer)
+
+
+async def test_trains_saves_and_registers_with_what_it_takes_to_repeat_the_run(tmp_path):
+    registry, trainer = FakeRegistry(), FakeTrainer()
+    result = await train_on_tapes(
+        tapes(),
+        registry=registry,
+        trainer=trainer,
+        clock=FakeClock(),
+        session_ids=[4],
+        name="m",
+        total_timesteps=500,
+        seed=3,
+        models_dir=tmp_path / "models",
+        replay=ReplayConfig(),
+        settings={"environment": {"order_size": 1000}},
+    )
+    assert trainer.calls == [(1, 500, 3, False)]
+    assert result.path.read_text() == "weights"
+    assert result.path.parent == tmp_path / "models"
+    record = registry.records[result.record.model_id]
+    assert (record.algorithm, record.status, record.path) == ("fake", "training", str(result.path))
+    assert record.hyperparameters["lr"] == 0.1 and record.hyperparameters["sessions"] == [4]
+    assert record.hyperparameters["seed"] == 3 and record.hyperparameters["environment"] == {"order_size": 1000}
+    assert record.hyperparameters["replay"] == {"step_ms": 1000, "depth_levels": 10}
+    assert result.markets == 1 and result.steps_per_pass == 3
+
+
+async def test_a_failed_training_is_marked_failed_in_the_registry(tmp_path):
+    registry = FakeRegistry()
+    with pytest.raises(RuntimeError, match="diverged"):
+        await train_on_tapes(
+            tapes(),
+            registry=registry,
+            trainer=FakeTrainer(fail=True),
+            clock=FakeClock(),
+            session_ids=[4],
+            name="m",
+            total_timesteps=10,
+            seed=0,
+            models_dir=tmp_path,
+            replay=ReplayConfig(),
+        )
+    (record,) = registry.records.values()
+    assert record.status == "failed"
+
+
+class EmptyStore:
+    async def get_session(self, session_id):
+        return SessionInfo(session_id, ("T",), "test", 0, 1, 0, 0, 0)
+
+    async def read_events(self, session_id):
+        return []
+
+
+async def test_sessions_with_nothing_to_replay_are_refused(tmp_path):
+    kwargs = dict(
+        store=EmptyStore(),
+        registry=FakeRegistry(),
+        trainer=FakeTrainer(),
+        clock=FakeClock(),
+        name="m",
+        total_timesteps=10,
+        seed=0,
+        models_dir=tmp_path,
+        replay=ReplayConfig(),
+    )
+    with pytest.raises(NothingToTrainOn, match="no replayable market"):
+        await train_agent(session_ids=[1], **kwargs)
+    with pytest.raises(NothingToTrainOn, match="no sessions"):
+        await train_agent(session_ids=[], **kwargs)

@@ -1,0 +1,194 @@
+import math
+
+import numpy as np
+import pytest
+
+from domain.features import (
+    FEATURE_BOUND,
+    FEATURE_NAMES,
+    MARKET_FEATURE_COUNT,
+    MARKET_FEATURES,
+    OBSERVATION_SIZE,
+    ORDER_FEATURES,
+    ORDER_OFFSET,
+    PORTFOLIO_FEATURES,
+    PORTFOLIO_OFFSET,
+    market_features,
+    write_order_features,
+    write_portfolio_features,
+)
+from domain.market_tape import NO_LEVEL, mark_prices
+from domain.values import MONEY_SCALE, ONE_CONTRACT, ONE_DOLLAR
+
+COLUMN = {name: index for index, name in enumerate(MARKET_FEATURES)}
+PORTFOLIO = {name: PORTFOLIO_OFFSET + index for index, name in enumerate(PORTFOLIO_FEATURES)}
+ORDER = {name: ORDER_OFFSET + index for index, name in enumerate(ORDER_FEATURES)}
+
+
+def book_rows(rows):
+    """rows: [(yes levels, no levels)] best first -> bid_prices, bid_counts with 3 slots."""
+    prices = np.full((len(rows), 2, 3), NO_LEVEL, dtype=np.int32)
+    counts = np.zeros((len(rows), 2, 3), dtype=np.int64)
+    for row, sides in enumerate(rows):
+        for side, levels in enumerate(sides):
+            for level, (price, count) in enumerate(levels):
+                prices[row, side, level] = price
+                counts[row, side, level] = count
+    return prices, counts
+
+
+def features_for(rows, *, trades=(), trade_rows=None, times=None, expiry_ms=None):
+    prices, counts = book_rows(rows)
+    n = len(rows)
+    times = np.arange(n, dtype=np.int64) * 1000 if times is None else np.asarray(times)
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    for row in trade_rows or []:
+        offsets[row + 1 :] += 1
+    best_yes = prices[:, 0, 0]
+    best_no = prices[:, 1, 0]
+    marks = mark_prices(best_yes, np.where(best_no >= 0, ONE_DOLLAR - best_no, -1))
+    return market_features(
+        times=times,
+        expiry_ms=int(times[-1]) if expiry_ms is None else expiry_ms,
+        bid_prices=prices,
+        bid_counts=counts,
+        marks=marks,
+        trade_offsets=offsets,
+        trade_counts=np.asarray([count for count, _ in trades], dtype=np.int64),
+        trade_takers=np.asarray([taker for _, taker in trades], dtype=np.int8),
+    )
+
+
+def test_the_layout_is_one_flat_vector_of_named_features():
+    assert len(FEATURE_NAMES) == OBSERVATION_SIZE == len(set(FEATURE_NAMES))
+    assert PORTFOLIO_OFFSET == MARKET_FEATURE_COUNT
+    assert ORDER_OFFSET == PORTFOLIO_OFFSET + len(PORTFOLIO_FEATURES)
+
+
+def test_top_of_book_in_probability_space():
+    # YES bid 0.45, NO bid 0.53 -> YES ask 0.47, mid 0.46, spread 2 cents.
+    out = features_for([([(4500, 10 * ONE_CONTRACT)], [(5300, 30 * ONE_CONTRACT)])] * 2)
+    row = out[0]
+    assert out.dtype == np.float32 and out.shape == (2, MARKET_FEATURE_COUNT)
+    assert row[COLUMN["yes_bid"]] == pytest.approx(0.45)
+    assert row[COLUMN["yes_ask"]] == pytest.approx(0.47)
+    assert row[COLUMN["mid"]] == pytest.approx(0.46)
+    assert row[COLUMN["spread"]] == pytest.approx(0.2)  # 0.02 x 10
+    assert row[COLUMN["yes_bids_empty"]] == 0 and row[COLUMN["no_bids_empty"]] == 0
+    assert row[COLUMN["depth_yes_top"]] == pytest.approx(math.log1p(10) / math.log(1000))
+    assert row[COLUMN["imbalance_top"]] == pytest.approx((10 - 30) / 40)
+
+
+def test_an_empty_side_reads_as_no_bid_or_no_ask_and_is_flagged():
+    out = features_for([([(4500, 100)], []), ([], [(5300, 100)])])
+    assert out[0, COLUMN["yes_ask"]] == 1.0 and out[0, COLUMN["no_bids_empty"]] == 1.0
+    assert out[1, COLUMN["yes_bid"]] == 0.0 and out[1, COLUMN["yes_bids_empty"]] == 1.0
+    assert out[0, COLUMN["imbalance_top"]] == 1.0
+
+
+def test_imbalance_near_sums_the_first_three_levels():
+    yes = [(4500, 100), (4400, 200), (4300, 300)]
+    no = [(5300, 600)]
+    out = features_for([(yes, no)] * 2)
+    assert out[0, COLUMN["imbalance_near"]] == pytest.approx(0.0)
+    assert out[0, COLUMN["imbalance_top"]] == pytest.approx((100 - 600) / 700)
+
+
+def test_price_moves_and_volatility_look_backwards_only():
+    rows = [([(4500 + 100 * i, 100)], [(5300 - 100 * i, 100)]) for i in range(4)]  # mid +1c per step
+    out = features_for(rows)
+    assert out[0, COLUMN["move_short"]] == 0.0  # no earlier row
+    assert out[1, COLUMN["move_short"]] == pytest.approx(0.1)  # one cent x 10
+    assert out[3, COLUMN["move_medium"]] == pytest.approx(0.3)  # back to row 0 only
+    assert out[3, COLUMN["volatility"]] == pytest.approx(np.std([0, 1, 1, 1]), rel=1e-6)  # cents
+
+
+def test_no_row_depends_on_a_later_row():
+    rng = np.random.default_rng(3)
+    rows = [([(int(p), 100)], [(ONE_DOLLAR - int(p) - 200, 100)]) for p in rng.integers(3000, 6000, 80)]
+    trades = [(int(c), int(t)) for c, t in zip(rng.integers(1, 500, 30), rng.integers(0, 2, 30))]
+    trade_rows = sorted(rng.integers(0, 80, 30).tolist())
+    full = features_for(rows, trades=trades, trade_rows=trade_rows, expiry_ms=200_000)
+    cut = 50
+    kept = sum(1 for row in trade_rows if row < cut)
+    prefix = features_for(
+        rows[:cut], trades=trades[:kept], trade_rows=trade_rows[:kept], expiry_ms=200_000
+    )
+    np.testing.assert_array_equal(full[:cut], prefix)
+
+
+def test_trade_flow_is_signed_by_the_taker_over_the_window():
+    rows = [([(4500, 100)], [(5300, 100)])] * 3
+    # Row 1: a YES taker buys 3 contracts; row 2: a NO taker sells 1.
+    out = features_for(rows, trades=[(300, 0), (100, 1)], trade_rows=[1, 2])
+    assert out[0, COLUMN["trade_flow"]] == 0.0 and out[0, COLUMN["trade_volume"]] == 0.0
+    assert out[1, COLUMN["trade_flow"]] == pytest.approx(1.0)
+    assert out[2, COLUMN["trade_flow"]] == pytest.approx((3 - 1) / 4)
+    assert out[2, COLUMN["trade_volume_last"]] == pytest.approx(math.log1p(1) / math.log(1000))
+
+
+def test_time_left_runs_from_one_to_zero_at_expiry():
+    rows = [([(4500, 100)], [(5300, 100)])] * 3
+    out = features_for(rows, times=[0, 30_000, 60_000])
+    assert out[:, COLUMN["time_left_fraction"]].tolist() == pytest.approx([1.0, 0.5, 0.0])
+    assert out[2, COLUMN["time_left_log"]] == 0.0
+    assert out[0, COLUMN["time_left_log"]] == pytest.approx(math.log1p(1.0) / 10)
+
+
+def test_an_expiry_before_the_last_row_is_refused():
+    with pytest.raises(ValueError, match="expiry_ms"):
+        features_for([([(4500, 100)], [])] * 2, times=[0, 1000], expiry_ms=500)
+
+
+def test_mark_is_the_floored_mid_carried_over_one_sided_books():
+    marks = mark_prices(np.array([-1, 4500, 4500, -1]), np.array([4700, 4800, -1, -1]))
+    assert marks.tolist() == [5000, 4650, 4650, 4650]
+
+
+def test_portfolio_features_measure_money_against_the_largest_position():
+    out = np.zeros(OBSERVATION_SIZE, dtype=np.float32)
+    # 10 YES bought at 0.40 (cost $4), now marked 0.45 ($4.50); max position 50 contracts = $50.
+    write_portfolio_features(
+        out,
+        quantity=10 * ONE_CONTRACT,
+        cost_basis=4 * MONEY_SCALE,
+        market_value=4_500_000,
+        cash=96 * MONEY_SCALE,
+        initial_cash=100 * MONEY_SCALE,
+        max_position=50 * ONE_CONTRACT,
+    )
+    assert out[PORTFOLIO["position"]] == pytest.approx(0.2)
+    assert out[PORTFOLIO["cash"]] == pytest.approx(0.96)
+    assert out[PORTFOLIO["unrealized_pnl"]] == pytest.approx(0.5 / 50)
+    assert out[PORTFOLIO["exposure"]] == pytest.approx(4.5 / 50)
+    assert out[PORTFOLIO["pnl_per_contract"]] == pytest.approx(0.5)  # 5 cents a contract x 10
+    assert out[PORTFOLIO["episode_return"]] == pytest.approx(0.5 / 50)
+    assert not out[:PORTFOLIO_OFFSET].any() and not out[ORDER_OFFSET:].any()
+
+
+def test_a_no_position_is_negative_and_a_flat_one_has_no_per_contract_pnl():
+    out = np.zeros(OBSERVATION_SIZE, dtype=np.float32)
+    kwargs = dict(cost_basis=0, market_value=0, cash=100, initial_cash=100, max_position=100)
+    write_portfolio_features(out, quantity=-50, **kwargs)
+    assert out[PORTFOLIO["position"]] == pytest.approx(-0.5)
+    write_portfolio_features(out, quantity=0, **kwargs)
+    assert out[PORTFOLIO["pnl_per_contract"]] == 0.0
+
+
+def test_portfolio_features_are_clipped():
+    out = np.zeros(OBSERVATION_SIZE, dtype=np.float32)
+    write_portfolio_features(
+        out, quantity=0, cost_basis=0, market_value=0, cash=10**12, initial_cash=1, max_position=100
+    )
+    assert out[PORTFOLIO["cash"]] == FEATURE_BOUND
+
+
+def test_order_features_describe_the_resting_order_or_nothing():
+    out = np.ones(OBSERVATION_SIZE, dtype=np.float32)
+    write_order_features(out, is_bid=None, price=0, remaining=0, age_steps=0, mark=5000, order_size=1000)
+    assert not out[ORDER_OFFSET:].any()
+    write_order_features(out, is_bid=False, price=5200, remaining=500, age_steps=250, mark=5000, order_size=1000)
+    assert out[ORDER["has_resting_bid"]] == 0.0 and out[ORDER["has_resting_ask"]] == 1.0
+    assert out[ORDER["order_distance"]] == pytest.approx(0.2)
+    assert out[ORDER["order_remaining"]] == pytest.approx(0.5)
+    assert out[ORDER["order_age"]] == 1.0
