@@ -47,7 +47,7 @@ from application.training import NothingToTrainOn, train_agent
 from domain.ports import ModelNotFound, ModelRecord, ModelRegistry, SessionInfo, SessionNotFound
 from entrypoints.config import ConfigError, Settings, StoreKind, unknown_variable_warnings
 from entrypoints.container import Container, build_container
-from entrypoints.learning import EnvironmentSettings, sb3_trainer, synthetic_session_feed
+from entrypoints.learning import EnvironmentSettings
 
 PROG = "kalshiflow-rl"
 EXIT_USAGE = 2  # bad configuration, unknown id: something the user can fix
@@ -366,19 +366,15 @@ def add_learning_commands(commands: argparse._SubParsersAction) -> None:
     demo.set_defaults(run=demo_command)
 
 
-def _environment(settings: Settings) -> EnvironmentSettings:
-    return EnvironmentSettings(contract_size=settings.actor_contract_size)
-
-
 async def train_model(args: argparse.Namespace, settings: Settings, container: Container) -> int:
-    environment = _environment(settings)
+    environment = container.environment_settings()
     store, registry = container.store(), container.model_registry()
     async with _opened(settings, store, registry):
         try:
             result = await train_agent(
                 store=store,
                 registry=registry,
-                trainer=sb3_trainer(environment, algorithm=args.algorithm),
+                trainer=container.trainer(environment, algorithm=args.algorithm),
                 clock=container.clock(),
                 session_ids=args.sessions,
                 name=args.name,
@@ -409,7 +405,7 @@ async def evaluate_model_command(args: argparse.Namespace, settings: Settings, c
             result = await evaluate_model(
                 store=store,
                 registry=registry,
-                trainer=sb3_trainer(environment, algorithm=record.algorithm),
+                trainer=container.trainer(environment, algorithm=record.algorithm),
                 make_environment=environment.make_environment,
                 model_id=args.model_id,
                 session_ids=args.sessions,
@@ -440,15 +436,15 @@ async def demo_command(args: argparse.Namespace, settings: Settings, container: 
         )
     except ValueError as error:
         raise CommandFailed(str(error)) from None
-    environment = _environment(settings)
+    environment = container.environment_settings()
     store, registry = container.store(), container.model_registry()
     async with _opened(settings, store, registry):
         await run_demo(
             config,
             store=store,
             registry=registry,
-            make_feed=synthetic_session_feed,
-            trainer=sb3_trainer(environment),
+            make_feed=container.synthetic_session_feed,
+            trainer=container.trainer(environment),
             make_environment=environment.make_environment,
             clock=container.clock(),
             models_dir=settings.models_dir,

@@ -30,6 +30,7 @@ from adapters.synthetic.feed import SyntheticMarketFeed
 from adapters.synthetic.market_model import SyntheticMarketConfig
 from application.recording import record_session
 from entrypoints.config import Settings
+from entrypoints.learning import EnvironmentSettings, sb3_trainer, synthetic_session_feed
 
 
 class WallClock:
@@ -77,6 +78,18 @@ class MarketDataContainer(containers.DeclarativeContainer):
 
     # The market count, length and seed come from the command line: a Factory, called with them.
     synthetic_feed = providers.Factory(synthetic_market_feed)
+    # The demo's sessions: markets that trade for a duration, then resolve.
+    synthetic_session_feed = providers.Factory(synthetic_session_feed)
+
+
+class LearningContainer(containers.DeclarativeContainer):
+    """What agents train and trade with, and the trainer (Stable-Baselines3) that trains them."""
+
+    config = providers.Configuration(strict=True)
+
+    environment_settings = providers.Factory(EnvironmentSettings, contract_size=config.contract_size)
+    # Called with the environment settings (a model's own, when evaluating it) and the algorithm.
+    trainer = providers.Factory(sb3_trainer)
 
 
 class Container(containers.DeclarativeContainer):
@@ -87,11 +100,15 @@ class Container(containers.DeclarativeContainer):
     clock = providers.Singleton(WallClock)
     storage = providers.Container(StorageContainer, config=config.storage)
     market_data = providers.Container(MarketDataContainer, config=config.market_data)
+    learning = providers.Container(LearningContainer, config=config.learning)
 
     # The ports, by the names commands and tests use (an override here overrides the source).
     store = storage.orderbook_store
     model_registry = storage.model_registry
     synthetic_feed = market_data.synthetic_feed
+    synthetic_session_feed = market_data.synthetic_session_feed
+    environment_settings = learning.environment_settings
+    trainer = learning.trainer
 
     # Use cases: the ports and settings are injected; callers pass the per-call arguments.
     # ``container.record_session(feed, tickers=..., source=..., progress=...)`` -> coroutine.
@@ -122,6 +139,7 @@ def container_config(settings: Settings) -> dict[str, Any]:
             "batch_size": settings.orderbook_batch_size,
             "flush_interval_ms": settings.flush_interval_ms,
         },
+        "learning": {"contract_size": settings.actor_contract_size},
         "paths": {
             "data_dir": str(settings.data_dir),
             "models_dir": str(settings.models_dir),
