@@ -47,6 +47,7 @@ from application.training import NothingToTrainOn, train_agent
 from domain.ports import ModelNotFound, ModelRecord, ModelRegistry, SessionInfo, SessionNotFound
 from entrypoints.config import ConfigError, Settings, StoreKind, unknown_variable_warnings
 from entrypoints.container import Container, build_container
+from entrypoints.exchange_command import add_exchange_command
 from entrypoints.learning import EnvironmentSettings
 
 PROG = "kalshiflow-rl"
@@ -465,6 +466,7 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_sessions_commands,
     add_models_commands,
     add_learning_commands,
+    add_exchange_command,
 )
 
 
