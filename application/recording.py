@@ -1,25 +1,33 @@
 """Recording a session: market events from a feed into an order-book store, in order.
 
-The recorder buffers events and writes them in batches (when ``batch_size`` events are waiting,
-or ``flush_interval_ms`` after the last write, checked as events arrive). Writes are awaited
-inline, so a slow store slows the consumption of the feed rather than losing data; a
-non-blocking write queue that spills to disk under back-pressure is a separate, later piece.
+The feed's events go through an :class:`~application.write_queue.OrderbookWriteQueue`: taking
+an event never waits on the store, batches follow ``batch_size`` and ``flush_interval_ms``, a
+store outage is retried and buffered (spilled to disk past ``max_memory_events`` when a
+``spill`` is given), and ``sample_every`` > 1 stores one book snapshot per N deltas.
 
-Whatever way the recording stops -- the feed ends, the task is cancelled (Ctrl-C), the feed
-fails -- every event already accepted is written and the session is ended before the
-exception, if any, propagates. What cannot be saved is a batch the store itself refuses.
+Whatever way the recording stops -- the feed ends, the task is cancelled (Ctrl-C, SIGTERM), the
+feed fails -- the queue is drained (every accepted event written) and the session is ended
+before the exception, if any, propagates. If the store cannot take the rest in time
+(``drain_timeout_s``), the rest stays in the spill and the session is left open: the next
+process to open that spill (:func:`recover_spilled_session`) writes it and ends the session.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Sequence
 
 import attrs
 
+from application.write_queue import DEFAULT_RETRY, OrderbookWriteQueue
+from domain.backoff import ExponentialBackoff
 from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, PublicTrade
-from domain.ports import Clock, MarketDataFeed, OrderbookStore
+from domain.ports import Clock, MarketDataFeed, OrderbookStore, SpillBuffer
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_MEMORY_EVENTS = 100_000
 
 
 @attrs.frozen
@@ -51,11 +59,20 @@ async def record_session(
     clock: Clock,
     flush_interval_ms: int | None = None,
     progress: Callable[[RecordingSummary], None] | None = None,
+    sample_every: int = 1,
+    max_memory_events: int = DEFAULT_MAX_MEMORY_EVENTS,
+    spill: Callable[[int], SpillBuffer] | None = None,
+    retry: ExponentialBackoff = DEFAULT_RETRY,
+    drain_timeout_s: float | None = None,
+    on_queue: Callable[[OrderbookWriteQueue], None] | None = None,
 ) -> RecordingSummary:
     """Record ``feed`` into a new session of ``store`` until the feed ends.
 
     ``store`` must be open. ``progress`` is called with the running totals after every batch
-    written. Returns the totals of the ended session.
+    written. ``spill`` opens the spill buffer of a session id (e.g.
+    ``lambda session_id: FileSpillBuffer.for_session(root, session_id)``); it is closed at the
+    end. ``on_queue`` is handed the write queue once it exists (a status page reads its
+    ``stats()``). Returns the totals of the ended session.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -63,80 +80,118 @@ async def record_session(
         raise ValueError(f"flush_interval_ms must be > 0 or None, got {flush_interval_ms}")
     if not tickers:
         raise ValueError("a session records at least one market; tickers is empty")
-    recorder = _Recorder(store, frozenset(tickers), batch_size, flush_interval_ms, clock, progress)
+    if sample_every < 1:
+        raise ValueError(f"sample_every must be >= 1 (1 keeps every delta), got {sample_every}")
+    max_memory_events = max(max_memory_events, 2 * batch_size)
     started_ms = clock.now_ms()
-    recorder.summary = RecordingSummary(
-        session_id=await store.start_session(tuple(tickers), started_ms=started_ms, source=source)
-    )
-    recorder.last_flush_ms = started_ms
+    session_id = await store.start_session(tuple(tickers), started_ms=started_ms, source=source)
     try:
+        buffer = spill(session_id) if spill is not None else None
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await store.end_session(session_id, ended_ms=max(started_ms, clock.now_ms()))
+        raise
+    tally = _Tally(RecordingSummary(session_id), progress)
+    queue = OrderbookWriteQueue(
+        store,
+        session_id,
+        batch_size=batch_size,
+        flush_interval_s=None if flush_interval_ms is None else flush_interval_ms / 1000,
+        max_memory_events=max_memory_events,
+        spill=buffer,
+        sample_every=sample_every,
+        retry=retry,
+        on_written=tally.written,
+    )
+    if on_queue is not None:
+        on_queue(queue)
+    allowed = frozenset(tickers)
+    try:
+        await queue.start()
         async for event in feed.events():
-            await recorder.accept(event)
+            queue.offer(_checked(event, allowed))
     except BaseException:
         # Cancellation or failure: save what was accepted, close the session, then re-raise.
         # A failure here must not hide the original exception.
-        with contextlib.suppress(Exception):
-            await recorder.flush()
-        with contextlib.suppress(Exception):
-            await store.end_session(recorder.summary.session_id, ended_ms=max(started_ms, clock.now_ms()))
+        try:
+            await _finish(queue, store, started_ms, clock, drain_timeout_s)
+        except Exception as error:
+            log.error("session %d: stopping the recording: %s", session_id, error)
         raise
-    await recorder.flush()
-    await store.end_session(recorder.summary.session_id, ended_ms=max(started_ms, clock.now_ms()))
-    return recorder.summary
+    else:
+        await _finish(queue, store, started_ms, clock, drain_timeout_s)
+    finally:
+        if buffer is not None:
+            with contextlib.suppress(Exception):
+                await buffer.close()
+    return tally.summary
+
+
+async def _finish(
+    queue: OrderbookWriteQueue, store: OrderbookStore, started_ms: int, clock: Clock, timeout_s: float | None
+) -> None:
+    """Drains the queue, then ends the session; a drain that left events in the spill raises
+    and leaves the session open for the process that will write them."""
+    await queue.drain(timeout_s)
+    await store.end_session(queue.session_id, ended_ms=max(started_ms, clock.now_ms()))
+
+
+async def recover_spilled_session(
+    store: OrderbookStore,
+    session_id: int,
+    spill: SpillBuffer,
+    *,
+    batch_size: int = 1000,
+    drain_timeout_s: float | None = None,
+) -> RecordingSummary:
+    """Writes what a previous process left in ``spill`` for ``session_id`` -- skipping what the
+    store already holds -- and ends the session if it is still open (at its last event's time).
+    Returns the totals written now."""
+    info = await store.get_session(session_id)
+    tally = _Tally(RecordingSummary(session_id), None)
+    last_ms = [info.started_ms]
+
+    def written(events: Sequence[MarketEvent]) -> None:
+        tally.written(events)
+        last_ms[0] = max(last_ms[0], max(event.ts_ms for event in events))
+
+    queue = OrderbookWriteQueue(
+        store,
+        session_id,
+        batch_size=batch_size,
+        flush_interval_s=None,
+        max_memory_events=2 * batch_size,
+        spill=spill,
+        on_written=written,
+    )
+    await queue.start()
+    await queue.drain(drain_timeout_s)
+    if not info.is_closed:
+        await store.end_session(session_id, ended_ms=last_ms[0])
+    log.info("session %d: %d spilled events recovered", session_id, tally.summary.events)
+    return tally.summary
 
 
 _EVENT_TYPES = (BookSnapshot, BookDelta, PublicTrade, MarketResolved)
 
 
+def _checked(event: MarketEvent, allowed: frozenset[str]) -> MarketEvent:
+    if not isinstance(event, _EVENT_TYPES):
+        raise TypeError(f"the feed sent something that is not a market event: {event!r}")
+    if event.ticker not in allowed:
+        raise UnexpectedMarket(
+            f"the feed sent an event for {event.ticker!r}, which is not one of this "
+            f"session's markets {sorted(allowed)}"
+        )
+    return event
+
+
 @attrs.define(eq=False)
-class _Recorder:
-    store: OrderbookStore
-    tickers: frozenset[str]
-    batch_size: int
-    flush_interval_ms: int | None
-    clock: Clock
+class _Tally:
+    summary: RecordingSummary
     progress: Callable[[RecordingSummary], None] | None
-    summary: RecordingSummary = attrs.field(init=False)
-    last_flush_ms: int = attrs.field(init=False, default=0)
-    buffer: list[MarketEvent] = attrs.field(init=False, factory=list)
 
-    async def accept(self, event: MarketEvent) -> None:
-        if not isinstance(event, _EVENT_TYPES):
-            raise TypeError(f"the feed sent something that is not a market event: {event!r}")
-        if event.ticker not in self.tickers:
-            raise UnexpectedMarket(
-                f"the feed sent an event for {event.ticker!r}, which is not one of this "
-                f"session's markets {sorted(self.tickers)}"
-            )
-        self.buffer.append(event)
-        if len(self.buffer) >= self.batch_size or self._interval_elapsed():
-            await self.flush()
-
-    def _interval_elapsed(self) -> bool:
-        if self.flush_interval_ms is None:
-            return False
-        return self.clock.now_ms() - self.last_flush_ms >= self.flush_interval_ms
-
-    async def flush(self) -> None:
-        if not self.buffer:
-            return
-        batch = self.buffer
-        # Shielded: a write in flight when the task is cancelled is allowed to finish, so we know
-        # whether the batch is stored and never write it twice (an adapter may write from a
-        # thread that a cancellation does not stop).
-        write = asyncio.ensure_future(self.store.write_events(self.summary.session_id, batch))
-        try:
-            await asyncio.shield(write)
-        except asyncio.CancelledError:
-            await write
-            self._written(batch)
-            raise
-        self._written(batch)
-
-    def _written(self, batch: list[MarketEvent]) -> None:
-        # Only a written batch leaves the buffer: if the write fails, the events stay here.
-        self.buffer = []
-        self.last_flush_ms = self.clock.now_ms()
+    def written(self, batch: Sequence[MarketEvent]) -> None:
         self.summary = _tally(self.summary, batch)
         if self.progress is not None:
             self.progress(self.summary)

@@ -12,7 +12,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from domain.events import MarketEvent
+from domain.events import BookDelta, BookSnapshot, MarketEvent
 from domain.market_tape import MarketTape
 from domain.orders import Fill, Order, OrderRequest
 from domain.values import Side
@@ -27,6 +27,24 @@ class MarketDataFeed(Protocol):
 
     def events(self) -> AsyncIterator[MarketEvent]:
         """Events in the order the source emitted them; ends when the source does."""
+        ...
+
+
+@runtime_checkable
+class LiveBooks(Protocol):
+    """The in-memory books a live feed keeps current (the application's shared book state).
+
+    A feed calls these on its event loop, in the order it received the messages, and only with
+    book events it has checked to be in sequence.
+    """
+
+    def apply(self, event: BookSnapshot | BookDelta) -> bool:
+        """Apply a snapshot, or a delta to a book in sync; returns whether it was applied."""
+        ...
+
+    def await_snapshot(self, ticker: str) -> None:
+        """The book of ``ticker`` can no longer be trusted (a gap, a lost connection): hold it as
+        invalid, refusing deltas, until a snapshot arrives."""
         ...
 
 
@@ -90,6 +108,45 @@ class OrderbookStore(Protocol):
 
     async def get_session(self, session_id: int) -> SessionInfo:
         """Raises :class:`SessionNotFound` for an unknown id."""
+        ...
+
+
+@runtime_checkable
+class SpillBuffer(Protocol):
+    """Disk overflow of one session's write queue: events accepted but not yet in the
+    :class:`OrderbookStore`, oldest first, durable across a crash.
+
+    Every event is numbered by its ordinal, its position in the session's stream; an append
+    continues the numbering of what the buffer holds, without a hole. A new process opening the
+    same buffer finds what a crashed one left, and the ordinals tell it which events the store
+    already holds.
+    """
+
+    @property
+    def pending(self) -> int:
+        """How many events the buffer holds."""
+        ...
+
+    @property
+    def end_ordinal(self) -> int | None:
+        """The ordinal after the last event held, or None when empty."""
+        ...
+
+    async def append(self, first_ordinal: int, events: Sequence[MarketEvent]) -> None:
+        """Add ``events``, numbered from ``first_ordinal``; durable once this returns."""
+        ...
+
+    async def oldest(self, limit: int) -> tuple[int, list[MarketEvent]]:
+        """Up to ``limit`` events from the head, without removing them, and the ordinal of the
+        first (``(end, [])`` when empty)."""
+        ...
+
+    async def acknowledge(self, count: int) -> None:
+        """The ``count`` oldest events are stored: forget them."""
+        ...
+
+    async def close(self) -> None:
+        """Releases the buffer (what it holds stays for the next opener)."""
         ...
 
 

@@ -8,7 +8,10 @@ from collections.abc import AsyncIterator, Sequence
 import attrs
 import pytest
 
-from application.recording import RecordingSummary, UnexpectedMarket, record_session
+from adapters.spill import FileSpillBuffer, spilled_sessions
+from application.recording import RecordingSummary, UnexpectedMarket, record_session, recover_spilled_session
+from application.write_queue import DrainIncomplete
+from domain.backoff import ExponentialBackoff
 from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, PublicTrade
 from domain.ports import OrderbookStore, SessionClosed, SessionInfo, SessionNotFound
 from domain.values import Side
@@ -105,7 +108,8 @@ class FakeClock:
 
 class ListFeed:
     """Yields its events, then either ends or (``then_wait``) waits forever like a live feed.
-    ``step_ms`` advances the clock before each event; ``then_raise`` fails after the events."""
+    ``step_ms`` advances the clock before each event; ``pauses`` maps an event's index to
+    seconds slept (really) before it; ``then_raise`` fails after the events."""
 
     def __init__(
         self,
@@ -115,8 +119,10 @@ class ListFeed:
         step_ms: int = 0,
         then_wait: bool = False,
         then_raise: BaseException | None = None,
+        pauses: dict[int, float] | None = None,
     ) -> None:
         self._events = events
+        self._pauses = pauses or {}
         self._clock = clock
         self._step_ms = step_ms
         self._then_wait = then_wait
@@ -125,7 +131,9 @@ class ListFeed:
         self.waiting = asyncio.Event()
 
     async def events(self) -> AsyncIterator[MarketEvent]:
-        for event in self._events:
+        for index, event in enumerate(self._events):
+            if index in self._pauses:
+                await asyncio.sleep(self._pauses[index])
             if self._clock is not None:
                 self._clock.now += self._step_ms
             self.delivered += 1
@@ -192,13 +200,14 @@ async def test_progress_sees_running_totals_after_each_batch():
 
 async def test_flush_interval_writes_a_partial_batch_once_the_interval_has_passed():
     store, clock = FakeOrderbookStore(), FakeClock()
-    feed = ListFeed(market_events(deltas=4), clock=clock, step_ms=400)  # 7 events, 400 ms apart
+    # 7 events: three, a pause well past the interval, three more, a pause, the last one.
+    feed = ListFeed(market_events(deltas=4), pauses={3: 0.4, 6: 0.4})
 
     await record_session(
-        feed, store, tickers=["T1"], source="s", batch_size=100, clock=clock, flush_interval_ms=1000
+        feed, store, tickers=["T1"], source="s", batch_size=100, clock=clock, flush_interval_ms=100
     )
 
-    # Events arrive at +400, +800, +1200 (flush: 1200 >= 1000), +1600, +2000, +2400 (flush), +2800.
+    # Each pause lets the interval run out on a partial batch; the drain writes the last one.
     assert store.write_calls == [3, 3, 1]
 
 
@@ -291,16 +300,16 @@ async def test_a_write_in_flight_when_cancelled_is_stored_exactly_once():
     recording = asyncio.create_task(
         record_session(feed, store, tickers=["T1"], source="live", batch_size=4, clock=clock)
     )
-    while feed.delivered < 4:
-        await asyncio.sleep(0.005)
+    await asyncio.wait_for(feed.waiting.wait(), timeout=5)
+    await asyncio.sleep(0.05)
     recording.cancel()  # the first write is sleeping in the store
 
     with pytest.raises(asyncio.CancelledError):
         await recording
 
     (session,) = store.sessions.values()
-    assert session.events == events[:4]  # the in-flight batch, once; the rest never arrived
-    assert store.write_calls == [4]
+    assert session.events == events  # the batch in flight once, then the three accepted after it
+    assert store.write_calls == [4, 3]
     assert session.ended_ms is not None
 
 
@@ -317,15 +326,84 @@ async def test_an_event_for_another_market_stops_the_recording_after_saving_the_
     assert session.ended_ms is not None
 
 
-async def test_a_store_that_refuses_writes_surfaces_its_error():
+async def test_a_store_outage_is_retried_until_every_event_is_written_once():
     store, clock = FakeOrderbookStore(), FakeClock()
     store.fail_writes = True
+    events = market_events(deltas=6)
 
-    with pytest.raises(ConnectionError, match="the store is down"):
+    async def recover_later() -> None:
+        await asyncio.sleep(0.2)
+        store.fail_writes = False
+
+    recovery = asyncio.create_task(recover_later())
+    summary = await record_session(
+        ListFeed(events), store, tickers=["T1"], source="s", batch_size=3, clock=clock, retry=_FAST_RETRY
+    )
+    await recovery
+
+    session = store.sessions[summary.session_id]
+    assert session.events == events
+    assert session.ended_ms is not None
+    assert summary.events == len(events)
+
+
+async def test_a_store_down_at_the_end_leaves_the_rest_spilled_and_a_later_process_recovers_it(tmp_path):
+    store, clock = FakeOrderbookStore(), FakeClock()
+    events = market_events(deltas=8)
+    feed = ListFeed(events)
+    store.fail_writes = True
+
+    with pytest.raises(DrainIncomplete, match=f"{len(events)} are kept in the spill"):
         await record_session(
-            ListFeed(market_events(deltas=3)), store, tickers=["T1"], source="s", batch_size=2, clock=clock
+            feed,
+            store,
+            tickers=["T1"],
+            source="live",
+            batch_size=4,
+            clock=clock,
+            retry=_FAST_RETRY,
+            spill=lambda session_id: FileSpillBuffer.for_session(tmp_path, session_id),
+            drain_timeout_s=0.2,
         )
 
-    (session,) = store.sessions.values()
-    assert session.events == []
-    assert session.ended_ms is not None  # still ended, so the session is not left open
+    (session_id,) = store.sessions
+    assert store.sessions[session_id].events == []
+    assert store.sessions[session_id].ended_ms is None  # left open for the recovery
+    assert spilled_sessions(tmp_path) == [session_id]
+
+    store.fail_writes = False  # the database is back; a new process starts
+    spill = FileSpillBuffer.for_session(tmp_path, session_id)
+    recovered = await recover_spilled_session(store, session_id, spill)
+    await spill.close()
+
+    assert store.sessions[session_id].events == events
+    assert recovered.events == len(events)
+    # Ended at its last event's time, never before it started (these events are stamped 0..9).
+    session = store.sessions[session_id]
+    assert session.ended_ms == max(session.started_ms, *(event.ts_ms for event in events))
+    assert spilled_sessions(tmp_path) == []
+
+
+async def test_sampling_stores_one_snapshot_per_n_deltas():
+    store, clock = FakeOrderbookStore(), FakeClock()
+    events = market_events(deltas=9)
+    queues = []
+    summary = await record_session(
+        ListFeed(events),
+        store,
+        tickers=["T1"],
+        source="s",
+        batch_size=100,
+        clock=clock,
+        sample_every=3,
+        on_queue=queues.append,
+    )
+    (queue,) = queues
+    assert (queue.stats().accepted, queue.stats().folded) == (len(events), 9)
+    stored = store.sessions[summary.session_id].events
+    assert [type(event).__name__ for event in stored].count("BookDelta") == 0
+    # The first snapshot, one per 3 deltas, the two trades and the resolution pass as they are.
+    assert (summary.snapshots, summary.deltas, summary.trades, summary.resolutions) == (4, 0, 2, 1)
+
+
+_FAST_RETRY = ExponentialBackoff(initial_s=0.005, max_s=0.02)
