@@ -98,7 +98,8 @@ class SharedBookState:
         else:
             raise TypeError(f"not a book event: {event!r}")
         market.last_update_ms = self._now_ms()
-        self._notify(event.ticker, market)
+        if self._listeners or market.listeners:
+            self._notify(event.ticker, market)
         return True
 
     def await_snapshot(self, ticker: str) -> None:

@@ -3,9 +3,13 @@
 1. Record ``sessions`` SYNTHETIC sessions (generated markets, not Kalshi data) into the store.
 2. Keep the last ``held_out_sessions`` aside; compile the others into market tapes.
 3. Train an agent on them (the injected trainer: PPO by default), save it and register it.
-4. Play the trained model, a random policy and a do-nothing policy on the held-out markets.
-5. Store the model's metrics; promote it only if it returned more than both baselines.
-6. Print a table, write the equity curves as a PNG, return everything as a :class:`DemoResult`.
+4. Play the trained model and the baselines (random, do-nothing, a spread-capturing market
+   maker) on the held-out markets; record the model's episodes and actions.
+5. Store the model's metrics; promote it only if it passes the promotion rule
+   (:func:`application.evaluation.decide_promotion`: not collapsed, and a higher mean episode
+   return than every baseline), otherwise retire it.
+6. Print a table and why the model was or was not promoted, write the equity curves as a PNG,
+   return everything as a :class:`DemoResult`.
 """
 
 from __future__ import annotations
@@ -17,17 +21,20 @@ from typing import Any, Protocol
 import attrs
 
 from application.evaluation import (
+    EvaluationEnvironment,
     PolicyEvaluation,
-    beats,
+    PromotionDecision,
+    decide_promotion,
     evaluate_against_baselines,
     format_table,
+    record_episodes,
     write_equity_chart,
 )
 from application.recording import record_session
 from application.replay import ReplayConfig, load_tapes
 from application.training import TrainingResult, train_on_tapes
 from domain.market_tape import MarketTape
-from domain.ports import AgentTrainer, Clock, ModelRecord, ModelRegistry, OrderbookStore, TradingEnvironment
+from domain.ports import AgentTrainer, Clock, ModelRecord, ModelRegistry, OrderbookStore, TradingRecords
 
 
 class RecordableFeed(Protocol):
@@ -82,8 +89,10 @@ class DemoResult:
     training: TrainingResult
     model: ModelRecord  # as registered after evaluation (metrics, status)
     evaluations: tuple[PolicyEvaluation, ...]  # the model first, then the baselines
+    decision: PromotionDecision
     promoted: bool
     verdict: str
+    recorded_episodes: tuple[int, ...]  # the model's held-out episodes in the trading records
     table: str
     chart: Path
 
@@ -93,9 +102,11 @@ async def run_demo(
     *,
     store: OrderbookStore,
     registry: ModelRegistry,
+    records: TradingRecords,
     make_feed: SyntheticFeedFactory,
     trainer: AgentTrainer,
-    make_environment: Callable[[Sequence[MarketTape]], TradingEnvironment],
+    make_environment: Callable[[Sequence[MarketTape]], EvaluationEnvironment],
+    make_quoting_environment: Callable[[Sequence[MarketTape]], EvaluationEnvironment],
     clock: Clock,
     models_dir: Path,
     cache_dir: Path | None,
@@ -104,7 +115,8 @@ async def run_demo(
     progress: bool = False,
     say: Callable[[str], None] = print,
 ) -> DemoResult:
-    """Run the demo against open ``store`` and ``registry``; ``say`` gets each line of output."""
+    """Run the demo against open ``store``, ``registry`` and ``records``; ``say`` gets each line of
+    output. ``make_quoting_environment`` is ``make_environment`` priced passive (the market maker's)."""
     say(
         f"Recording {config.sessions} SYNTHETIC sessions ({config.markets_per_session} generated markets, "
         f"{config.session_minutes} min each; edge_strength={config.edge_strength}) ..."
@@ -151,15 +163,26 @@ async def run_demo(
     model_policy = trainer.load_policy(str(training.path))
     model_label = f"{training.record.algorithm} v{training.record.version}"
     evaluations = evaluate_against_baselines(
-        model_policy, held_tapes, make_environment=make_environment, name=model_label, seed=config.seed
+        model_policy,
+        held_tapes,
+        make_environment=make_environment,
+        make_quoting_environment=make_quoting_environment,
+        name=model_label,
+        seed=config.seed,
+        record=True,
     )
     model_evaluation, *baselines = evaluations
-    promoted = beats(model_evaluation, baselines)
-    verdict = _verdict(model_label, model_evaluation, baselines, promoted)
+    decision = decide_promotion(model_evaluation, baselines)
+    promoted = decision.promoted
+    verdict = decision.explain(model_label)
+    episode_ids = await record_episodes(records, training.record.model_id, model_evaluation.played, mode="evaluation")
     metrics = {
+        **dict(training.record.metrics),
         "held_out_sessions": list(held_ids),
         "held_out": {evaluation.name: evaluation.metrics() for evaluation in evaluations},
         "beat_baselines": promoted,
+        "promotion": list(decision.reasons),
+        "trading_episodes": list(episode_ids),
     }
     record = await registry.update(training.record.model_id, metrics=metrics)
     # Never active unless it earned it; a model that lost is kept on file but retired.
@@ -181,18 +204,13 @@ async def run_demo(
         training=training,
         model=record,
         evaluations=evaluations,
+        decision=decision,
         promoted=promoted,
         verdict=verdict,
+        recorded_episodes=episode_ids,
         table=table,
         chart=chart,
     )
-
-
-def _verdict(label: str, model: PolicyEvaluation, baselines: Sequence[PolicyEvaluation], promoted: bool) -> str:
-    margins = ", ".join(f"{b.name} by {model.total_return - b.total_return:+.2f} $" for b in baselines)
-    if promoted:
-        return f"Promoted {label} to active: it beat {margins} on held-out return."
-    return f"NOT promoted: {label} did not beat every baseline on held-out return ({margins})."
 
 
 def _ids(ids: Sequence[int]) -> str:

@@ -1,55 +1,93 @@
-"""Evaluating a policy on held-out episodes, beside the baselines it has to beat.
+"""Evaluating a model on held-out sessions, beside the baselines it has to beat.
 
 A policy plays every episode of an environment once, in order, so every policy meets the same
 markets. Per policy we keep each episode's statistics (``domain.rewards``), the action
-histogram, the entropy of that histogram, the mean entropy of the policy's own action
-distribution when it exposes one, and the equity curve: the account's P&L step by step, the
-episodes laid end to end.
+histogram and its entropy, the mean entropy of the policy's own action distribution when it
+exposes one, the fill rates of its passive and aggressive orders (when the environment reports
+its orders and fills), and the equity curve: the account's P&L step by step, episodes laid end
+to end.
 
-Baselines: :class:`DoNothingPolicy` (always HOLD: the zero to beat) and :class:`RandomPolicy`
-(uniform over the legal actions, seeded). :func:`evaluate_model` is the use case: a registered
-model against both, on sessions from the store, with the results stored as the model's metrics.
+Baselines (:mod:`application.baselines`): do nothing, random, and a spread-capturing market
+maker that quotes at the touch through an environment priced ``passive``.
+
+**Promotion rule** (:func:`decide_promotion`): a model is promoted only if
+
+1. its policy has not collapsed: no single action takes more than ``collapse_threshold``
+   (default 90%) of its decisions, and
+2. its mean episode return on the held-out episodes is strictly higher than every baseline's.
+
+:func:`evaluate_model` is the use case: a registered model against the baselines on sessions it
+was not trained on; every episode and action of the model goes into the trading records, the
+results into the model's metrics, and the model is promoted when asked and the rule allows.
+
+What evaluation reads from an environment, beyond :class:`~domain.ports.TradingEnvironment`:
+its ``decoder`` (to name the actions and decode each decision into the order it placed), the
+convention that step ``k`` of episode ``e`` acts at row ``k`` of ``tapes[e]``, and ``position``
+in every step's ``info``. An environment that also puts ``order`` (the
+:class:`~domain.orders.Order` a step sent, or None) and ``fills`` (the step's
+:class:`~domain.orders.Fill` list) into ``info`` gets fill rates and order ids; one that does not
+gets them reported as unknown, never guessed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import attrs
 import numpy as np
 
+from application.baselines import DoNothingPolicy, PositionAwarePolicy, RandomPolicy, SpreadCapturingMarketMaker
 from application.replay import ReplayConfig, load_tapes
-from domain.actions import ACTION_COUNT, ACTION_NAMES, Action
+from domain.actions import ActionDecoder
 from domain.market_tape import MarketTape
-from domain.ports import AgentTrainer, ModelRecord, ModelRegistry, OrderbookStore, Policy, TradingEnvironment
-from domain.values import MONEY_SCALE
+from domain.orders import Order, OrderSide
+from domain.ports import (
+    AgentTrainer,
+    EpisodeResult,
+    ModelRecord,
+    ModelRegistry,
+    OrderbookStore,
+    Policy,
+    TradingAction,
+    TradingEnvironment,
+    TradingRecords,
+)
+from domain.values import MONEY_SCALE, ONE_DOLLAR
+
+__all__ = [
+    "DoNothingPolicy",
+    "RandomPolicy",
+    "SpreadCapturingMarketMaker",
+    "DEFAULT_COLLAPSE_THRESHOLD",
+    "EvaluationEnvironment",
+    "FillStats",
+    "PlayedEpisode",
+    "PolicyEvaluation",
+    "PromotionDecision",
+    "ModelEvaluation",
+    "evaluate_policy",
+    "evaluate_against_baselines",
+    "decide_promotion",
+    "beats",
+    "evaluate_model",
+    "record_episodes",
+    "format_table",
+    "write_equity_chart",
+]
+
+DEFAULT_COLLAPSE_THRESHOLD = 0.9  # the public failure: 96% one action, declared ready
 
 
-class DoNothingPolicy:
-    """Never trades."""
+@runtime_checkable
+class EvaluationEnvironment(TradingEnvironment, Protocol):
+    """A trading environment with its action decoder (the Gymnasium env adapter has one)."""
 
-    def act(self, observation: Any, action_mask: Any | None = None) -> int:
-        return int(Action.HOLD)
-
-    def action_probabilities(self, observation: Any) -> np.ndarray:
-        probabilities = np.zeros(ACTION_COUNT)
-        probabilities[Action.HOLD] = 1.0
-        return probabilities
-
-
-class RandomPolicy:
-    """Picks uniformly among the legal actions (all of them when no mask is given)."""
-
-    def __init__(self, seed: int = 0) -> None:
-        self._rng = np.random.default_rng(seed)
-
-    def act(self, observation: Any, action_mask: Any | None = None) -> int:
-        if action_mask is None:
-            return int(self._rng.integers(ACTION_COUNT))
-        return int(self._rng.choice(np.flatnonzero(action_mask)))
+    @property
+    def decoder(self) -> ActionDecoder: ...
 
 
 @runtime_checkable
@@ -60,19 +98,74 @@ class ProbabilisticPolicy(Protocol):
 
 
 @attrs.frozen
+class FillStats:
+    """Contracts (count units) asked for and filled, by how the order was priced when sent:
+    aggressive when it crossed the book of the row it was sent at, passive otherwise."""
+
+    passive_ordered: int = 0
+    passive_filled: int = 0
+    aggressive_ordered: int = 0
+    aggressive_filled: int = 0
+
+    @property
+    def passive_fill_rate(self) -> float | None:
+        return self.passive_filled / self.passive_ordered if self.passive_ordered else None
+
+    @property
+    def aggressive_fill_rate(self) -> float | None:
+        return self.aggressive_filled / self.aggressive_ordered if self.aggressive_ordered else None
+
+    def __add__(self, other: FillStats) -> FillStats:
+        return FillStats(*(a + b for a, b in zip(attrs.astuple(self), attrs.astuple(other))))
+
+
+@attrs.frozen
+class PlayedEpisode:
+    """One episode as the trading records keep it."""
+
+    tape: MarketTape = attrs.field(repr=False, eq=False)
+    summary: Mapping[str, Any]
+    initial_value: int  # micro-dollars
+    final_value: int
+    actions: tuple[TradingAction, ...]
+
+    def result(self) -> EpisodeResult:
+        summary = self.summary
+        return EpisodeResult(
+            ended_ms=int(self.tape.times[-1]),
+            step_count=int(summary["steps"]),
+            trade_count=int(summary["trades"]),
+            total_pnl=self.final_value - self.initial_value,
+            # The summary says dollars; micro-dollars come back exactly (|fees| << 2**52).
+            fees_paid=round(summary["fees_paid"] * MONEY_SCALE),
+            total_return=summary.get("total_return_fraction"),
+            sharpe_ratio=summary.get("sharpe_ratio"),
+            max_drawdown=summary.get("max_drawdown_fraction"),
+        )
+
+
+@attrs.frozen
 class PolicyEvaluation:
     """One policy over the held-out episodes. Money in dollars; entropies in bits."""
 
     name: str
     episodes: tuple[dict[str, Any], ...]  # EpisodeSummary.as_dict() per episode
-    action_counts: tuple[int, ...]  # indexed by domain.actions.Action
+    action_names: tuple[str, ...]
+    action_counts: tuple[int, ...]  # indexed like action_names
     illegal_actions: int
     policy_entropy: float | None  # mean entropy of the policy's action distribution
     equity: tuple[float, ...]  # P&L after each step, episodes end to end, starting at 0
+    fills: FillStats | None = None  # None: the environment did not report its orders and fills
+    played: tuple[PlayedEpisode, ...] = attrs.field(default=(), repr=False, eq=False)
 
     @property
     def total_return(self) -> float:
         return sum(episode["total_return"] for episode in self.episodes)
+
+    @property
+    def mean_return(self) -> float:
+        """Mean episode return, dollars: what the promotion rule compares."""
+        return self.total_return / len(self.episodes) if self.episodes else 0.0
 
     @property
     def mean_sharpe(self) -> float:
@@ -101,68 +194,127 @@ class PolicyEvaluation:
         return float(np.max(np.maximum.accumulate(curve) - curve))
 
     @property
+    def decisions(self) -> int:
+        return sum(self.action_counts)
+
+    @property
     def action_entropy(self) -> float:
-        """Entropy of the action histogram: 0 for one action only, log2(5) for all equally."""
-        total = sum(self.action_counts)
+        """Entropy of the action histogram: 0 for one action only, log2(n) for n equally often."""
+        total = self.decisions
         return 0.0 - sum(c / total * math.log2(c / total) for c in self.action_counts if c) if total else 0.0
 
     def action_shares(self) -> dict[str, float]:
-        total = sum(self.action_counts) or 1
-        return {name: count / total for name, count in zip(ACTION_NAMES, self.action_counts)}
+        total = self.decisions or 1
+        return {name: count / total for name, count in zip(self.action_names, self.action_counts)}
 
-    def metrics(self) -> dict[str, Any]:
+    def dominant_action(self) -> tuple[str, float]:
+        """The most chosen action and its share of the decisions."""
+        shares = self.action_shares()
+        name = max(shares, key=shares.__getitem__)
+        return name, shares[name]
+
+    def collapsed(self, threshold: float = DEFAULT_COLLAPSE_THRESHOLD) -> bool:
+        """One action took more than ``threshold`` of the decisions."""
+        return self.decisions > 0 and self.dominant_action()[1] > threshold
+
+    def metrics(self, collapse_threshold: float = DEFAULT_COLLAPSE_THRESHOLD) -> dict[str, Any]:
         """A flat summary for the model registry or a log line."""
+        fills = self.fills
         return {
             "episodes": len(self.episodes),
             "total_return": self.total_return,
+            "mean_return": self.mean_return,
             "mean_sharpe": self.mean_sharpe,
             "max_drawdown": self.max_drawdown,
             "fees": self.fees,
             "trades": self.trades,
             "win_rate": self.win_rate,
+            "passive_fill_rate": None if fills is None else fills.passive_fill_rate,
+            "aggressive_fill_rate": None if fills is None else fills.aggressive_fill_rate,
             "illegal_actions": self.illegal_actions,
             "action_entropy_bits": self.action_entropy,
             "policy_entropy_bits": self.policy_entropy,
             "action_shares": self.action_shares(),
+            "collapsed": self.collapsed(collapse_threshold),
         }
 
 
 def evaluate_policy(
-    policy: Policy, environment: TradingEnvironment, *, name: str, seed: int = 0
+    policy: Policy | PositionAwarePolicy,
+    environment: EvaluationEnvironment,
+    *,
+    name: str,
+    tapes: Sequence[MarketTape],
+    seed: int = 0,
+    record: bool = False,
 ) -> PolicyEvaluation:
-    """Play every episode of ``environment`` once with ``policy``."""
-    episodes = []
-    action_counts = [0] * ACTION_COUNT
+    """Play every episode of ``environment`` (over ``tapes``) once with ``policy``; with
+    ``record``, keep every decision as a :class:`~domain.ports.TradingAction`."""
+    if environment.episode_count != len(tapes):
+        raise ValueError(f"the environment has {environment.episode_count} episodes for {len(tapes)} tapes")
+    decoder = environment.decoder
+    names = tuple(decoder.action_names)
+    episodes, played = [], []
+    action_counts = [0] * len(names)
     illegal = 0
     entropies: list[float] = []
     equity: list[float] = []
+    fills: FillStats | None = FillStats()
     measure_entropy = isinstance(policy, ProbabilisticPolicy)
+    position_aware = isinstance(policy, PositionAwarePolicy)
     banked = 0.0  # P&L of the episodes already played, dollars
-    for episode in range(environment.episode_count):
+    for episode, tape in enumerate(tapes):
         observation, info = environment.reset(seed=seed + episode, options={"episode": episode})
-        mask = info["action_mask"]
-        initial = info["portfolio_value"]
+        if position_aware:
+            policy.begin_episode()  # type: ignore[union-attr]
+        book = _TopOfBook(tape)
+        tracker = _OrderTracker()
+        mask, initial, position = info["action_mask"], info["portfolio_value"], 0  # every episode starts flat
+        actions: list[TradingAction] = []
+        step = 0
         while True:
             if measure_entropy:
-                entropies.append(_entropy_bits(policy.action_probabilities(observation)))  # type: ignore[attr-defined]
-            action = policy.act(observation, mask)
+                entropies.append(_entropy_bits(policy.action_probabilities(observation)))  # type: ignore[union-attr]
+            if position_aware:
+                action = policy.act_at_position(observation, mask, position=position)  # type: ignore[union-attr]
+            else:
+                action = policy.act(observation, mask)  # type: ignore[union-attr]
+            action = int(action)
+            legal = bool(mask[action])
+            digest = _digest(observation) if record else None
             observation, _reward, terminated, truncated, info = environment.step(action)
-            mask = info["action_mask"]
+            after = _position(info, step)
+            sent = tracker.step(info, book, step)
+            if record:
+                actions.append(_action_record(decoder, action, legal, step, book, position, after, sent, digest))
+            mask, position = info["action_mask"], after
             equity.append(banked + (info["portfolio_value"] - initial) / MONEY_SCALE)
+            step += 1
             if terminated or truncated:
                 break
+        if step != tape.steps - 1:
+            raise ValueError(
+                f"episode {episode} ({tape.ticker}) took {step} steps but its tape has {tape.steps} rows; "
+                "evaluation expects one step per row after the first"
+            )
         summary = info["episode_summary"]
         banked += summary["total_return"]
         episodes.append(summary)
-        action_counts = [a + b for a, b in zip(action_counts, info["action_counts"])]
+        action_counts = [a + b for a, b in zip(action_counts, info["action_counts"], strict=True)]
         illegal += info["illegal_actions"]
+        fills = None if fills is None or tracker.stats is None else fills + tracker.stats
+        if record:
+            played.append(PlayedEpisode(tape, summary, initial, info["portfolio_value"], tuple(actions)))
     return PolicyEvaluation(
         name=name,
         episodes=tuple(episodes),
+        action_names=names,
         action_counts=tuple(action_counts),
         illegal_actions=illegal,
         policy_entropy=sum(entropies) / len(entropies) if entropies else None,
         equity=tuple(equity),
+        fills=fills,
+        played=tuple(played),
     )
 
 
@@ -170,93 +322,216 @@ def evaluate_against_baselines(
     policy: Policy,
     tapes: Sequence[MarketTape],
     *,
-    make_environment: Callable[[Sequence[MarketTape]], TradingEnvironment],
+    make_environment: Callable[[Sequence[MarketTape]], EvaluationEnvironment],
+    make_quoting_environment: Callable[[Sequence[MarketTape]], EvaluationEnvironment],
     name: str,
     seed: int = 0,
-) -> tuple[PolicyEvaluation, PolicyEvaluation, PolicyEvaluation]:
-    """``policy``, then the random and do-nothing baselines, each on the same ``tapes``."""
+    record: bool = False,
+) -> tuple[PolicyEvaluation, ...]:
+    """``policy`` (its decisions kept with ``record``), then the random, do-nothing and
+    market-maker baselines, each on the same ``tapes``. ``make_quoting_environment`` is the
+    model's environment priced ``passive``, through which the market maker quotes."""
+    model_environment = make_environment(tapes)
+    count = model_environment.decoder.action_count
+    quoting = make_quoting_environment(tapes)
+    if quoting.decoder.action_count != count:
+        raise ValueError(
+            f"the quoting environment has {quoting.decoder.action_count} actions, the model's {count}: "
+            "it must be the model's environment with passive pricing"
+        )
     return (
-        evaluate_policy(policy, make_environment(tapes), name=name, seed=seed),
-        evaluate_policy(RandomPolicy(seed), make_environment(tapes), name="random", seed=seed),
-        evaluate_policy(DoNothingPolicy(), make_environment(tapes), name="do-nothing", seed=seed),
+        evaluate_policy(policy, model_environment, name=name, tapes=tapes, seed=seed, record=record),
+        evaluate_policy(
+            RandomPolicy(seed, action_count=count), make_environment(tapes), name="random", tapes=tapes, seed=seed
+        ),
+        evaluate_policy(DoNothingPolicy(), make_environment(tapes), name="do-nothing", tapes=tapes, seed=seed),
+        evaluate_policy(
+            SpreadCapturingMarketMaker(quoting.decoder), quoting, name="market-maker", tapes=tapes, seed=seed
+        ),
     )
 
 
 @attrs.frozen
+class PromotionDecision:
+    promoted: bool
+    reasons: tuple[str, ...]  # one line per condition, passed or failed
+
+    def explain(self, label: str) -> str:
+        if self.promoted:
+            head = f"Promoted {label}: it passed every condition of the promotion rule:"
+        else:
+            head = f"NOT promoted: {label} failed the promotion rule:"
+        return "\n".join([head, *(f"  {reason}" for reason in self.reasons)])
+
+
+def decide_promotion(
+    candidate: PolicyEvaluation,
+    baselines: Sequence[PolicyEvaluation],
+    *,
+    collapse_threshold: float = DEFAULT_COLLAPSE_THRESHOLD,
+) -> PromotionDecision:
+    """The promotion rule (see the module docstring), with the reason for each condition."""
+    if not baselines:
+        raise ValueError("a model can only be promoted against at least one baseline")
+    reasons = []
+    action, share = candidate.dominant_action() if candidate.decisions else ("-", 0.0)
+    collapsed = candidate.collapsed(collapse_threshold)
+    mark = "FAIL" if collapsed else "ok"
+    reasons.append(
+        f"[{mark}] collapse: {action} takes {100 * share:.1f}% of decisions "
+        f"({'above' if collapsed else 'within'} the {100 * collapse_threshold:.0f}% limit)"
+    )
+    passed = not collapsed
+    for baseline in baselines:
+        wins = candidate.mean_return > baseline.mean_return
+        passed = passed and wins
+        reasons.append(
+            f"[{'ok' if wins else 'FAIL'}] mean episode return {candidate.mean_return:+.4f} $ "
+            f"{'>' if wins else '<='} {baseline.name} {baseline.mean_return:+.4f} $"
+        )
+    return PromotionDecision(passed, tuple(reasons))
+
+
+def beats(
+    candidate: PolicyEvaluation,
+    baselines: Sequence[PolicyEvaluation],
+    *,
+    collapse_threshold: float = DEFAULT_COLLAPSE_THRESHOLD,
+) -> bool:
+    """Whether ``candidate`` passes the promotion rule against ``baselines``."""
+    return decide_promotion(candidate, baselines, collapse_threshold=collapse_threshold).promoted
+
+
+@attrs.frozen
 class ModelEvaluation:
-    model: ModelRecord  # with the new metrics
+    model: ModelRecord  # with the new metrics (and status, if promoted)
     evaluations: tuple[PolicyEvaluation, ...]  # the model first, then the baselines
-    beat_baselines: bool
+    decision: PromotionDecision
+    promoted: bool  # the model is now active because of this evaluation
     markets: int
+    recorded_episodes: tuple[int, ...]  # trading-record episode ids of the model's episodes
+
+    @property
+    def beat_baselines(self) -> bool:
+        return self.decision.promoted
 
 
 async def evaluate_model(
     *,
     store: OrderbookStore,
     registry: ModelRegistry,
+    records: TradingRecords,
     trainer: AgentTrainer,
-    make_environment: Callable[[Sequence[MarketTape]], TradingEnvironment],
+    make_environment: Callable[[Sequence[MarketTape]], EvaluationEnvironment],
+    make_quoting_environment: Callable[[Sequence[MarketTape]], EvaluationEnvironment],
     model_id: int,
     session_ids: Sequence[int],
     cache_dir: Path | None = None,
     seed: int = 0,
+    collapse_threshold: float = DEFAULT_COLLAPSE_THRESHOLD,
+    promote: bool = False,
 ) -> ModelEvaluation:
-    """Play registered model ``model_id`` and the baselines on ``session_ids``; store the metrics.
+    """Play registered model ``model_id`` and the baselines on held-out ``session_ids``.
 
-    The sessions are replayed with the settings the model was trained with. Promotion is a
-    separate decision (``ModelRegistry.promote``).
+    The sessions are replayed with the settings the model was trained with, and must not be
+    sessions it was trained on. The model's episodes and actions go into ``records`` (mode
+    ``evaluation``); the comparison into its metrics. With ``promote``, a model that passes the
+    promotion rule becomes the active version of its name.
     """
     record = await registry.get(model_id)
+    trained_on = sorted(set(record.hyperparameters.get("sessions", ())) & set(session_ids))
+    if trained_on:
+        raise ValueError(f"model {model_id} was trained on sessions {trained_on}; evaluate it on held-out sessions")
     replay = ReplayConfig(**record.hyperparameters.get("replay", {}))
     tapes = await load_tapes(store, session_ids, config=replay, cache_dir=cache_dir)
     if not tapes:
         raise ValueError(f"sessions {list(session_ids)} hold no replayable market to evaluate on")
     policy = trainer.load_policy(record.path)
     evaluations = evaluate_against_baselines(
-        policy, tapes, make_environment=make_environment, name=f"{record.algorithm} v{record.version}", seed=seed
+        policy,
+        tapes,
+        make_environment=make_environment,
+        make_quoting_environment=make_quoting_environment,
+        name=f"{record.algorithm} v{record.version}",
+        seed=seed,
+        record=True,
     )
     model_evaluation, *baselines = evaluations
-    won = beats(model_evaluation, baselines)
+    decision = decide_promotion(model_evaluation, baselines, collapse_threshold=collapse_threshold)
+    episode_ids = await record_episodes(records, model_id, model_evaluation.played, mode="evaluation")
     metrics = {
         **dict(record.metrics),
         "evaluation": {
             "sessions": list(session_ids),
             "markets": len(tapes),
-            "beat_baselines": won,
-            "policies": {evaluation.name: evaluation.metrics() for evaluation in evaluations},
+            "beat_baselines": decision.promoted,
+            "promotion": list(decision.reasons),
+            "collapse_threshold": collapse_threshold,
+            "trading_episodes": list(episode_ids),
+            "policies": {evaluation.name: evaluation.metrics(collapse_threshold) for evaluation in evaluations},
         },
     }
     record = await registry.update(model_id, metrics=metrics)
-    return ModelEvaluation(record, evaluations, won, len(tapes))
+    promoted = promote and decision.promoted and record.status != "active"
+    if promoted:
+        record = await registry.promote(model_id)
+    return ModelEvaluation(record, evaluations, decision, promoted, len(tapes), episode_ids)
 
 
-def beats(candidate: PolicyEvaluation, baselines: Sequence[PolicyEvaluation]) -> bool:
-    """True when ``candidate`` returned strictly more than every baseline."""
-    return all(candidate.total_return > baseline.total_return for baseline in baselines)
+async def record_episodes(
+    records: TradingRecords, model_id: int, played: Sequence[PlayedEpisode], *, mode: str
+) -> tuple[int, ...]:
+    """Write each played episode, its actions and its result; returns the episode ids."""
+    ids = []
+    for episode in played:
+        started = await records.start_episode(
+            model_id,
+            market_ticker=episode.tape.ticker,
+            mode=mode,
+            started_ms=int(episode.tape.times[0]),
+            session_id=episode.tape.session_id,
+        )
+        await records.record_actions(started.episode_id, episode.actions)
+        await records.finish_episode(started.episode_id, episode.result())
+        ids.append(started.episode_id)
+    return tuple(ids)
 
 
-def format_table(evaluations: Sequence[PolicyEvaluation], *, markets: int) -> str:
-    """The evaluation as a fixed-width text table."""
-    abbreviations = "/".join(_SHORT[name] for name in ACTION_NAMES)
+# ---------------------------------------------------------------------------------------------
+# Reporting
+# ---------------------------------------------------------------------------------------------
+def format_table(
+    evaluations: Sequence[PolicyEvaluation], *, markets: int, collapse_threshold: float = DEFAULT_COLLAPSE_THRESHOLD
+) -> str:
+    """The evaluation as a fixed-width text table, then each policy's action histogram."""
     header = (
-        f"{'policy':<12}{'return $':>10}{'Sharpe':>9}{'max DD $':>10}{'fees $':>9}{'trades':>8}"
-        f"{'win rate':>10}  {'actions % ' + abbreviations:<34}{'entropy':>8}"
+        f"{'policy':<14}{'return $':>10}{'mean ep $':>11}{'Sharpe':>9}{'max DD $':>10}{'fees $':>9}"
+        f"{'trades':>8}{'win rate':>10}{'passive fill':>14}{'aggr. fill':>12}{'H(act)':>8}{'H(pol)':>8}  flag"
     )
-    lines = [f"Evaluation on {markets} markets, every policy on the same episodes", header, "-" * len(header)]
+    lines = [f"Evaluation on {markets} held-out markets, every policy on the same episodes", header, "-" * len(header)]
+    for evaluation in evaluations:
+        fills = evaluation.fills
+        lines.append(
+            f"{evaluation.name:<14}{evaluation.total_return:>+10.2f}{evaluation.mean_return:>+11.3f}"
+            f"{evaluation.mean_sharpe:>9.3f}{evaluation.max_drawdown:>10.2f}{evaluation.fees:>9.2f}"
+            f"{evaluation.trades:>8d}{_percent(evaluation.win_rate):>10}"
+            f"{_percent(None if fills is None else fills.passive_fill_rate, fills is None):>14}"
+            f"{_percent(None if fills is None else fills.aggressive_fill_rate, fills is None):>12}"
+            f"{evaluation.action_entropy:>8.2f}{_number(evaluation.policy_entropy):>8}"
+            f"  {'COLLAPSED' if evaluation.collapsed(collapse_threshold) else ''}".rstrip()
+        )
+    lines.append("Action histograms (% of decisions):")
     for evaluation in evaluations:
         shares = evaluation.action_shares()
-        actions = "/".join(f"{round(100 * shares[name])}" for name in ACTION_NAMES)
-        win_rate = "-" if evaluation.win_rate is None else f"{100 * evaluation.win_rate:.0f}%"
-        lines.append(
-            f"{evaluation.name:<12}{evaluation.total_return:>+10.2f}{evaluation.mean_sharpe:>9.3f}"
-            f"{evaluation.max_drawdown:>10.2f}{evaluation.fees:>9.2f}{evaluation.trades:>8d}"
-            f"{win_rate:>10}  {actions:<34}{evaluation.action_entropy:>8.2f}"
-        )
-    lines.append("Sharpe: mean per-step Sharpe ratio of the episodes; entropy: of the action histogram, in bits.")
+        shown = " ".join(f"{name} {100 * share:.0f}" for name, share in shares.items() if evaluation.decisions)
+        lines.append(f"  {evaluation.name:<14}{shown}")
+    lines.append(
+        "Sharpe: mean per-step Sharpe ratio of the episodes. Fill: contracts filled / asked for, by orders "
+        "priced passive (resting) or aggressive (crossing) when sent; n/a: the environment does not report "
+        "fills. H(act): entropy of the action histogram, H(pol): mean entropy of the policy's action "
+        f"distribution, in bits. COLLAPSED: one action above {100 * collapse_threshold:.0f}% of decisions."
+    )
     return "\n".join(lines)
-
-
-_SHORT = {"HOLD": "H", "BUY_YES": "BY", "SELL_YES": "SY", "BUY_NO": "BN", "SELL_NO": "SN"}
 
 
 def write_equity_chart(evaluations: Sequence[PolicyEvaluation], path: Path, *, title: str) -> Path:
@@ -274,19 +549,127 @@ def write_equity_chart(evaluations: Sequence[PolicyEvaluation], path: Path, *, t
         axes.axhline(0.0, color="grey", linewidth=0.6)
         axes.set_title(title)
         axes.set_xlabel("step (held-out episodes end to end)")
-        axes.set_ylabel("P&L ($)")
+        axes.set_ylabel("cumulative P&L ($)")
         axes.legend(loc="best")
         axes.grid(alpha=0.3)
         figure.tight_layout()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path)
+        figure.savefig(path, format="png")
     finally:
         pyplot.close(figure)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Small pieces
+# ---------------------------------------------------------------------------------------------
+class _TopOfBook:
+    """A tape's best YES bid and ask per row (-1: none), as the environment decodes with them."""
+
+    def __init__(self, tape: MarketTape) -> None:
+        self.times = tape.times.tolist()
+        self.yes_bid = tape.bid_prices[:, 0, 0].tolist()
+        self.yes_ask = [ONE_DOLLAR - no if no >= 0 else -1 for no in tape.bid_prices[:, 1, 0].tolist()]
+
+    def crosses(self, side: OrderSide, price: int, row: int) -> bool:
+        if side is OrderSide.BID:
+            ask = self.yes_ask[row]
+            return ask >= 0 and price >= ask
+        bid = self.yes_bid[row]
+        return bid >= 0 and price <= bid
+
+
+class _OrderTracker:
+    """Fill rates by how orders were priced when sent, from the ``order`` and ``fills`` an
+    environment reports per step; ``stats`` is None once a step has not reported them."""
+
+    def __init__(self) -> None:
+        self.stats: FillStats | None = FillStats()
+        self._aggressive: dict[str, bool] = {}  # order id -> crossed when sent
+
+    def step(self, info: Mapping[str, Any], book: _TopOfBook, row: int) -> Order | None:
+        """The order this step sent, if the environment says."""
+        if "order" not in info or "fills" not in info:
+            self.stats = None
+            return None
+        order: Order | None = info["order"]
+        stats = self.stats
+        if stats is None:
+            return order
+        passive_ordered, aggressive_ordered = stats.passive_ordered, stats.aggressive_ordered
+        if order is not None:
+            aggressive = self._aggressive[order.order_id] = book.crosses(order.side, order.price, row)
+            if aggressive:
+                aggressive_ordered += order.count
+            else:
+                passive_ordered += order.count
+        passive_filled, aggressive_filled = stats.passive_filled, stats.aggressive_filled
+        for fill in info["fills"]:
+            if fill.order_id not in self._aggressive:
+                raise ValueError(f"step {row} reports a fill of order {fill.order_id!r}, which no step reported sending")
+            if self._aggressive[fill.order_id]:
+                aggressive_filled += fill.count
+            else:
+                passive_filled += fill.count
+        self.stats = FillStats(passive_ordered, passive_filled, aggressive_ordered, aggressive_filled)
+        return order
+
+
+def _action_record(
+    decoder: ActionDecoder,
+    action: int,
+    legal: bool,
+    step: int,
+    book: _TopOfBook,
+    before: int,
+    after: int,
+    sent: Order | None,
+    digest: str | None,
+) -> TradingAction:
+    """The decision at row ``step`` and the order it decoded to (none for HOLD or an illegal action)."""
+    order = decoder.order(action, book.yes_bid[step], book.yes_ask[step], before) if legal else None
+    side, price, count = order if order is not None else (None, None, 0)
+    return TradingAction(
+        step_number=step,
+        timestamp_ms=book.times[step],
+        action_type=decoder.action_names[action],
+        position_before=before,
+        position_after=after,
+        action_index=action,
+        order_side=side,
+        price=price,
+        quantity=count,
+        order_id=None if sent is None else sent.order_id,
+        client_order_id=None if sent is None else sent.client_order_id,
+        observation_digest=digest,
+    )
+
+
+def _position(info: Mapping[str, Any], step: int) -> int:
+    try:
+        return int(info["position"])
+    except KeyError:
+        raise ValueError(f"the environment's info at step {step} has no 'position'; evaluation needs it") from None
+
+
+def _digest(observation: Any) -> str:
+    """16 hex digits identifying the exact observation (its float32 bytes)."""
+    data = np.ascontiguousarray(observation, dtype=np.float32).tobytes()
+    return hashlib.blake2b(data, digest_size=8).hexdigest()
 
 
 def _entropy_bits(probabilities: np.ndarray) -> float:
     p = np.asarray(probabilities, dtype=np.float64)
     p = p[p > 0]
     return 0.0 - float((p * np.log2(p)).sum())
+
+
+def _percent(value: float | None, unknown: bool = False) -> str:
+    if unknown:
+        return "n/a"
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"

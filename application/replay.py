@@ -3,7 +3,9 @@
 Training steps an environment millions of times; none of those steps may touch a store. So a
 session is read once, its events are run through the one order book (``domain.orderbook``) and
 sampled on a fixed time grid into a :class:`~domain.market_tape.MarketTape` per market:
-top-of-book depth, the trades between samples, marks and the market features of every step.
+top-of-book depth, the trades between samples, marks and the market features of every step,
+and the market log the simulated exchange fills orders from between samples (every level
+change as the level's new size, every trade, in recorded order).
 Compiled tapes are cached on disk (one ``.npz`` per session), keyed by the session's id and
 a fingerprint of what the store says it holds, so a re-created store with reused ids, or a new
 compile format, never reads a stale cache. Sessions still being recorded are never cached.
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,15 +27,19 @@ from pathlib import Path
 import attrs
 import numpy as np
 
+from application.data_quality import check_session
 from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, PublicTrade
 from domain.features import FEATURE_NAMES, market_features
-from domain.market_tape import NO_LEVEL, MarketTape, mark_prices
+from domain.market_tape import LOG_TRADE_YES_TAKER, NO_LEVEL, MarketTape, mark_prices
 from domain.orderbook import OrderBook
 from domain.ports import OrderbookStore, SessionInfo
 from domain.values import ONE_DOLLAR, Side
 
 # Bump when the tape layout or the feature definitions change: old cache files are then ignored.
-TAPE_FORMAT_VERSION = 1
+# 2: the market log (level changes and trades between rows, for the simulated exchange).
+TAPE_FORMAT_VERSION = 2
+
+log = logging.getLogger(__name__)
 
 
 def _positive(_instance: object, attribute: attrs.Attribute, value: int) -> None:  # type: ignore[type-arg]
@@ -92,26 +99,39 @@ def compile_market(
     trade_prices: list[int] = []
     trade_counts: list[int] = []
     trade_takers: list[int] = []
+    log = _MarketLog()
+    log_offsets = np.zeros(n + 1, dtype=np.int64)
 
     book = OrderBook(ticker)
     position = 0
     for row, time_ms in enumerate(times):
+        if row:
+            log.floor_ms = times[row - 1] + 1  # an entry belongs to its interval, whatever its stamp
         while position < len(events) and events[position].ts_ms <= time_ms:
             event = events[position]
             position += 1
             if isinstance(event, BookDelta):
-                book.apply_delta(event.side, event.price, event.delta)
+                count = book.apply_delta(event.side, event.price, event.delta)
+                log.add(event.ts_ms, int(event.side), event.price, count)
             elif isinstance(event, PublicTrade):
                 trade_prices.append(event.yes_price)
                 trade_counts.append(event.count)
                 trade_takers.append(int(event.taker_side))
+                log.add(event.ts_ms, LOG_TRADE_YES_TAKER + int(event.taker_side), event.yes_price, event.count)
             elif isinstance(event, BookSnapshot):
+                before = (dict(book.levels(0)), dict(book.levels(1)))
                 book.apply_snapshot(event.yes, event.no)
+                for side in (0, 1):
+                    after = dict(book.levels(side))
+                    for price in sorted(before[side].keys() | after.keys()):
+                        if before[side].get(price) != after.get(price):
+                            log.add(event.ts_ms, side, price, after.get(price, 0))
         for side in (0, 1):
             for level, (price, count) in enumerate(book.depth(side, depth)):
                 bid_prices[row, side, level] = price
                 bid_counts[row, side, level] = count
         trade_offsets[row + 1] = len(trade_prices)
+        log_offsets[row + 1] = len(log.times)
 
     best_yes = bid_prices[:, 0, 0].astype(np.int64)
     best_no = bid_prices[:, 1, 0].astype(np.int64)
@@ -145,22 +165,66 @@ def compile_market(
         features=features,
         expiry_ms=end_ms,
         result=result,
+        log_offsets=log_offsets,
+        log_times=np.asarray(log.times, dtype=np.int64),
+        log_kinds=np.asarray(log.kinds, dtype=np.int8),
+        log_prices=np.asarray(log.prices, dtype=np.int32),
+        log_counts=np.asarray(log.counts, dtype=np.int64),
     )
+
+
+class _MarketLog:
+    """The market log being compiled. Entry times are made non-decreasing and kept inside their
+    interval: a recording's clock may step back, and the recorded order is what counts."""
+
+    def __init__(self) -> None:
+        self.times: list[int] = []
+        self.kinds: list[int] = []
+        self.prices: list[int] = []
+        self.counts: list[int] = []
+        self.floor_ms = -(2**62)
+
+    def add(self, ts_ms: int, kind: int, price: int, count: int) -> None:
+        self.floor_ms = max(ts_ms, self.floor_ms)
+        self.times.append(self.floor_ms)
+        self.kinds.append(kind)
+        self.prices.append(price)
+        self.counts.append(count)
 
 
 async def load_session_tapes(
     store: OrderbookStore, session_id: int, *, config: ReplayConfig, cache_dir: Path | None = None
 ) -> list[MarketTape]:
     """The tapes of one session: from the cache when it holds this exact session, else compiled
-    from the store (and cached, once the session has ended)."""
+    from the store (and cached, once the session has ended).
+
+    Either way the session's data-quality findings (:mod:`application.data_quality`) are logged
+    as a warning: replay compiles what was recorded and never fixes it silently.
+    """
     info = await store.get_session(session_id)
     path = None if cache_dir is None else Path(cache_dir) / f"replay-s{session_id}-{_fingerprint(info, config)}.npz"
-    if path is not None and path.exists():
+    findings_path = None if path is None else path.with_suffix(".quality.txt")
+    if path is not None and findings_path is not None and path.exists() and findings_path.exists():
+        _warn_about_quality(session_id, findings_path.read_text().splitlines())
         return _read_tapes(path)
-    tapes = compile_session(await store.read_events(session_id), session_id=session_id, config=config)
-    if path is not None and info.is_closed:
+    events = await store.read_events(session_id)
+    findings = check_session(events, session_id=session_id).problems()
+    _warn_about_quality(session_id, findings)
+    tapes = compile_session(events, session_id=session_id, config=config)
+    if path is not None and findings_path is not None and info.is_closed:
         _write_tapes(path, tapes)
+        findings_path.write_text("".join(f"{line}\n" for line in findings))
     return tapes
+
+
+def _warn_about_quality(session_id: int, findings: Sequence[str]) -> None:
+    if findings:
+        log.warning(
+            "session %d data quality (`kalshiflow-rl sessions check %d` for the report):\n  %s",
+            session_id,
+            session_id,
+            "\n  ".join(findings),
+        )
 
 
 async def load_tapes(
@@ -203,6 +267,11 @@ _ARRAYS = (
     "trade_counts",
     "trade_takers",
     "features",
+    "log_offsets",
+    "log_times",
+    "log_kinds",
+    "log_prices",
+    "log_counts",
 )
 
 

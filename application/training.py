@@ -2,8 +2,10 @@
 
 The model is registered before training starts (status ``training``), so a run that dies is
 visible in the registry; it is marked ``failed`` if training raises. Weights are saved under
-``models_dir`` as one file per version. What the registry keeps as hyperparameters is enough to
-repeat the run: the trainer's settings, the sessions, the replay settings and the seed.
+``models_dir`` as one file per version, its periodic checkpoints in the directory beside it
+(:func:`~domain.ports.checkpoint_dir_for`). What the registry keeps as hyperparameters is enough
+to repeat the run: the trainer's settings, the sessions, the replay settings and the seed; what
+training measured (speed, rewards, periodic evaluations) goes into the version's metrics.
 """
 
 from __future__ import annotations
@@ -17,7 +19,15 @@ import attrs
 
 from application.replay import ReplayConfig, load_tapes
 from domain.market_tape import MarketTape
-from domain.ports import AgentTrainer, Clock, ModelRecord, ModelRegistry, OrderbookStore, TrainedAgent
+from domain.ports import (
+    AgentTrainer,
+    Clock,
+    ModelRecord,
+    ModelRegistry,
+    OrderbookStore,
+    TrainedAgent,
+    checkpoint_dir_for,
+)
 
 
 class NothingToTrainOn(ValueError):
@@ -48,17 +58,25 @@ async def train_agent(
     cache_dir: Path | None = None,
     progress: bool = False,
     settings: Mapping[str, Any] | None = None,
+    eval_session_ids: Sequence[int] = (),
 ) -> TrainingResult:
     """Train on the markets of ``session_ids``; save and register the model as ``name``.
 
     ``settings`` (e.g. the environment's order size and fees) are stored with the
-    hyperparameters: whatever the model needs to be used as it was trained.
+    hyperparameters: whatever the model needs to be used as it was trained. The markets of
+    ``eval_session_ids`` are what periodic evaluation plays (the training markets when none).
     """
     if not session_ids:
         raise NothingToTrainOn("no sessions given to train on")
+    overlap = sorted(set(session_ids) & set(eval_session_ids))
+    if overlap:
+        raise ValueError(f"sessions {overlap} are both trained on and held out for evaluation")
     tapes = await load_tapes(store, session_ids, config=replay, cache_dir=cache_dir)
     if not tapes:
         raise NothingToTrainOn(f"sessions {list(session_ids)} hold no replayable market (none has a snapshot)")
+    eval_tapes = await load_tapes(store, eval_session_ids, config=replay, cache_dir=cache_dir)
+    if eval_session_ids and not eval_tapes:
+        raise NothingToTrainOn(f"evaluation sessions {list(eval_session_ids)} hold no replayable market")
     return await train_on_tapes(
         tapes,
         registry=registry,
@@ -72,6 +90,8 @@ async def train_agent(
         replay=replay,
         progress=progress,
         settings=settings,
+        eval_tapes=eval_tapes,
+        eval_session_ids=eval_session_ids,
     )
 
 
@@ -89,6 +109,8 @@ async def train_on_tapes(
     replay: ReplayConfig,
     progress: bool = False,
     settings: Mapping[str, Any] | None = None,
+    eval_tapes: Sequence[MarketTape] = (),
+    eval_session_ids: Sequence[int] = (),
 ) -> TrainingResult:
     """:func:`train_agent` for tapes already loaded."""
     created_ms = clock.now_ms()
@@ -101,6 +123,7 @@ async def train_on_tapes(
         "seed": seed,
         "sessions": list(session_ids),
         "markets": len(tapes),
+        "eval_sessions": list(eval_session_ids),
         "replay": attrs.asdict(replay),
         **dict(settings or {}),
     }
@@ -110,12 +133,20 @@ async def train_on_tapes(
     try:
         # CPU-bound for a minute or more: off the event loop, so the process stays responsive.
         agent = await asyncio.to_thread(
-            trainer.train, tapes, total_timesteps=total_timesteps, seed=seed, progress=progress
+            trainer.train,
+            tapes,
+            total_timesteps=total_timesteps,
+            seed=seed,
+            progress=progress,
+            eval_tapes=list(eval_tapes) or None,
+            checkpoint_dir=checkpoint_dir_for(str(path)),
+            run_name=f"{name}-v{record.version}",
         )
         await asyncio.to_thread(agent.save, str(path))
     except BaseException:
         await registry.update(record.model_id, status="failed")
         raise
+    record = await registry.update(record.model_id, metrics={**dict(record.metrics), "training": dict(agent.metrics)})
     return TrainingResult(
         record=record,
         agent=agent,

@@ -147,6 +147,7 @@ class OrderbookWriteQueue:
         self._stored_through = 0  # the store holds every ordinal below this
         self._offset = 0  # ordinals the store will never hold (refused or missing)
         self._isolate_until = 0  # below this ordinal, write one event per batch
+        self._flush_through = 0  # below this ordinal, write without waiting for a full batch
         self._spilling = 0  # events on their way from memory to the spill
         self._batch_started = 0.0  # monotonic time the oldest unwritten batch began
         self._failed_attempts = 0
@@ -257,6 +258,23 @@ class OrderbookWriteQueue:
                 lost=lost,
             ) from self._failure
 
+    async def flush(self, timeout_s: float | None = None) -> int:
+        """Writes every event accepted so far without waiting for a full batch or the interval,
+        and returns once the store holds them (or the flusher has failed: see :meth:`stats`).
+        Returns how many events the store committed meanwhile. Deltas a sampler is folding
+        are not events yet and stay where they are. Raises TimeoutError after ``timeout_s``."""
+        if self._flusher is None:
+            raise RuntimeError("start() the write queue before flushing it")
+        target = self._next_ordinal
+        written_before = self._written
+        self._flush_through = max(self._flush_through, target)
+        self._wakeup.set()
+        async with asyncio.timeout(timeout_s):
+            while self._stored_through < target and self._failure is None and not self._stopping:
+                self._progress.clear()
+                await self._progress.wait()
+        return self._written - written_before
+
     # -- reading --------------------------------------------------------------------------------
     @property
     def session_id(self) -> int:
@@ -324,7 +342,12 @@ class OrderbookWriteQueue:
             if depth:
                 first = self._next_ordinal - depth
                 self._skip_missing(first)
-                due = self._closed or depth >= self._batch_size or self._stored_through < self._isolate_until
+                due = (
+                    self._closed
+                    or depth >= self._batch_size
+                    or self._stored_through < self._isolate_until
+                    or self._stored_through < self._flush_through
+                )
                 if not due and self._interval is not None:
                     timeout = self._batch_started + self._interval - time.monotonic()
                     due = timeout <= 0

@@ -1,7 +1,10 @@
-"""Order-book speed: delta applies and top-of-book reads per second, one JSON line.
+"""Order-book speed: delta applies, top-of-book reads, and wire deltas parsed and applied per
+second, one JSON line.
 
 The deltas are a realistic mix drawn from the synthetic market (adds, cancels and consumption
 near the top of book), replayed through the one OrderBook class used live and in replay.
+``parse_and_apply_per_s`` starts from the exact bytes Kalshi sends for each delta (current era)
+and goes through the live parser (:func:`adapters.kalshi.parsing.parse_frame`) to the book.
 """
 
 from __future__ import annotations
@@ -10,8 +13,11 @@ import json
 import random
 import time
 
+from adapters.kalshi import wire
+from adapters.kalshi.parsing import parse_frame
+from domain.events import BookDelta
 from domain.orderbook import OrderBook
-from domain.values import ONE_DOLLAR
+from domain.values import ONE_DOLLAR, Side
 
 
 def make_deltas(n: int, seed: int = 7) -> list[tuple[int, int, int]]:
@@ -66,6 +72,30 @@ def bench_tob_reads(deltas: list[tuple[int, int, int]], reads: int, rounds: int)
     return best
 
 
+def delta_frames(deltas: list[tuple[int, int, int]], ticker: str = "BENCH", first_seq: int = 1) -> list[bytes]:
+    """Each delta as the bytes of the ``orderbook_delta`` frame Kalshi would send (sid 1)."""
+    market_id = wire.market_id_for(ticker)
+    frames = []
+    for seq, (side, price, delta) in enumerate(deltas, start=first_seq):
+        event = BookDelta(ticker, seq, 1_781_159_489_957 + seq, Side(side), price, delta, 1)
+        frames.append(wire.encode(wire.delta_message(event, 1, seq, market_id=market_id)))
+    return frames
+
+
+def bench_parse_and_apply(frames: list[bytes], rounds: int) -> float:
+    best = 0.0
+    for _ in range(rounds):
+        book = OrderBook("BENCH")
+        apply = book.apply_delta
+        start = time.perf_counter()
+        for frame in frames:
+            event = parse_frame(frame, 0)
+            apply(event.side, event.price, event.delta)  # type: ignore[union-attr]
+        elapsed = time.perf_counter() - start
+        best = max(best, len(frames) / elapsed)
+    return best
+
+
 def main() -> None:
     deltas = make_deltas(500_000)
     result = {
@@ -73,6 +103,7 @@ def main() -> None:
         "deltas": len(deltas),
         "applies_per_s": round(bench_applies(deltas, rounds=5)),
         "tob_reads_per_s": round(bench_tob_reads(deltas, reads=2_000_000, rounds=5)),
+        "parse_and_apply_per_s": round(bench_parse_and_apply(delta_frames(deltas[:200_000]), rounds=3)),
     }
     print(json.dumps(result))
 

@@ -1,27 +1,42 @@
 """The action decoder: the one place an agent's choice becomes a limit order.
 
-Five actions, as in the seed design: HOLD, BUY_YES, SELL_YES, BUY_NO, SELL_NO, each (but HOLD)
-one limit order of the configured size, priced by a configured strategy. Orders live on
-Kalshi's V2 single YES ladder (see ``domain.orders``): buying YES is a ``bid`` at the YES price;
-buying NO at ``q`` is an ``ask`` at ``1 - q``; selling NO at ``q`` is a ``bid`` at ``1 - q``.
+Two action spaces, chosen by :attr:`ActionConfig.space`:
 
-Pricing, for a buy (a sell mirrors it):
+* ``single-size`` -- the seed design's five actions: HOLD, BUY_YES, SELL_YES, BUY_NO, SELL_NO,
+  each (but HOLD) one limit order of the configured ``order_size``.
+* ``sized`` -- the seed design's 21 actions: HOLD, then each of the four directions at each of
+  ``sizes`` (5, 10, 20, 50 and 100 contracts by default), direction first: BUY_YES_5,
+  BUY_YES_10, ..., BUY_YES_100, SELL_YES_5, ..., SELL_NO_100. (Sizes 10/20/50/100 alone
+  would make 17 actions; the seeds' 21 include the 5-contract size.)
+
+A model is trained for one space and must be decoded with that one: a 21-action model behind a
+5-action decoder silently trades the wrong orders. So the space is part of the configuration
+recorded with every model (:meth:`ActionConfig.as_dict`), and :meth:`ActionDecoder.check_model`
+refuses a model whose number of actions is not the decoder's.
+
+Orders live on Kalshi's V2 single YES ladder (see ``domain.orders``): buying YES is a ``bid`` at
+the YES price; buying NO at ``q`` is an ``ask`` at ``1 - q``; selling NO at ``q`` is a ``bid`` at
+``1 - q``. Pricing, for a buy (a sell mirrors it):
 
 * ``aggressive`` -- at the best ask: crosses the spread and takes liquidity now.
 * ``passive`` -- at the best bid: joins the queue and waits for the market to come to it.
 * ``mid`` -- at the mid, rounded away from the market to the tick (down for a bid, up for an
   ask), so it never pays more than the mid.
 
-An action is illegal (masked) when its price does not exist (an empty side of the book), when
-there is nothing to sell (SELL_YES needs YES contracts, SELL_NO needs NO), when it would take
-the position beyond ``max_position`` contracts on either side, or when the account cannot pay
-for it (:func:`cash_required`). HOLD is always legal. Sells are reduce-only: they never flip a
-position.
+An action is illegal (masked) when its price is not on the ladder (an empty side of the book,
+or a price at $0 or $1), when there is nothing to sell (SELL_YES needs YES contracts, SELL_NO
+needs NO), when the position is already at ``max_position`` contracts on the side it would add
+to, or when the account cannot pay for it, fee included (:func:`cash_required`). HOLD is always
+legal. Sells are reduce-only and never exceed the holding; buys stop at the position limit: an
+order larger than what is left is cut to fit (so a sized action may place fewer contracts than
+its name says, never more).
 """
 
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 import numpy as np
@@ -32,6 +47,8 @@ from domain.values import ONE_CENT_PRICE, ONE_CONTRACT, ONE_DOLLAR
 
 
 class Action(enum.IntEnum):
+    """The single-size space's actions; also the direction of every action of the sized space."""
+
     HOLD = 0
     BUY_YES = 1
     SELL_YES = 2
@@ -39,8 +56,15 @@ class Action(enum.IntEnum):
     SELL_NO = 4
 
 
-ACTION_COUNT = len(Action)
+ACTION_COUNT = len(Action)  # the single-size space; ask a decoder for its own count
 ACTION_NAMES = tuple(action.name for action in Action)
+DIRECTIONS = (Action.BUY_YES, Action.SELL_YES, Action.BUY_NO, Action.SELL_NO)
+SIZED_CONTRACTS = (5, 10, 20, 50, 100)  # the sized space's order sizes, whole contracts
+
+
+class ActionSpace(enum.StrEnum):
+    SINGLE_SIZE = "single-size"  # HOLD + 4 directions at order_size: 5 actions
+    SIZED = "sized"  # HOLD + 4 directions x sizes: 21 actions with the default sizes
 
 
 class PricingStrategy(enum.StrEnum):
@@ -49,8 +73,18 @@ class PricingStrategy(enum.StrEnum):
     MID = "mid"
 
 
+# Enum members looked up through their class cost a Python-level call on 3.11 (~0.15 us);
+# the per-step paths below compare against these module constants instead.
+_AGGRESSIVE, _PASSIVE = PricingStrategy.AGGRESSIVE, PricingStrategy.PASSIVE
+_BID, _ASK = OrderSide.BID, OrderSide.ASK
+
+
 class ActionError(ValueError):
     """An action index or an action configuration that cannot exist."""
+
+
+class ActionSpaceMismatch(ActionError):
+    """A model trained for one action space, about to be decoded with another."""
 
 
 def _positive_count(_instance: object, attribute: attrs.Attribute, value: int) -> None:  # type: ignore[type-arg]
@@ -58,25 +92,92 @@ def _positive_count(_instance: object, attribute: attrs.Attribute, value: int) -
         raise ActionError(f"{attribute.name} must be a positive integer of count units, got {value!r}")
 
 
+def _sizes(_instance: object, attribute: attrs.Attribute, value: tuple[int, ...]) -> None:  # type: ignore[type-arg]
+    if not value or any(isinstance(size, bool) or not isinstance(size, int) or size <= 0 for size in value):
+        raise ActionError(f"{attribute.name} must be positive integers of count units, got {value!r}")
+    if list(value) != sorted(set(value)):
+        raise ActionError(f"{attribute.name} must be distinct and ascending, got {value!r}")
+
+
 def _tick(_instance: object, _attribute: object, value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or ONE_DOLLAR % value:
         raise ActionError(f"tick must be a positive divisor of {ONE_DOLLAR} price units, got {value!r}")
 
 
+def _space(value: object) -> ActionSpace:
+    try:
+        return ActionSpace(value)
+    except ValueError:
+        known = ", ".join(space.value for space in ActionSpace)
+        raise ActionError(f"action space must be one of {known}, got {value!r}") from None
+
+
 @attrs.frozen
 class ActionConfig:
-    """How big each order is, how it is priced, and how large a position may grow."""
+    """Which action space, how big each order is, how it is priced, how large a position may grow."""
 
-    order_size: int = attrs.field(default=10 * ONE_CONTRACT, validator=_positive_count)
+    order_size: int = attrs.field(default=10 * ONE_CONTRACT, validator=_positive_count)  # single-size
     pricing: PricingStrategy = attrs.field(default=PricingStrategy.AGGRESSIVE, converter=PricingStrategy)
     max_position: int = attrs.field(default=50 * ONE_CONTRACT, validator=_positive_count)
     tick: int = attrs.field(default=ONE_CENT_PRICE, validator=_tick)  # the grid mid prices round to
+    space: ActionSpace = attrs.field(default=ActionSpace.SINGLE_SIZE, converter=_space)
+    sizes: tuple[int, ...] = attrs.field(  # the sized space's order sizes, count units
+        default=tuple(contracts * ONE_CONTRACT for contracts in SIZED_CONTRACTS), converter=tuple, validator=_sizes
+    )
 
     def __attrs_post_init__(self) -> None:
-        if self.max_position < self.order_size:
+        smallest = self.order_size if self.space is ActionSpace.SINGLE_SIZE else self.sizes[0]
+        if self.max_position < smallest:
             raise ActionError(
-                f"max_position ({self.max_position}) must be at least order_size ({self.order_size}) count units"
+                f"max_position ({self.max_position}) must be at least the smallest order ({smallest}) count units"
             )
+
+    @property
+    def order_sizes(self) -> tuple[int, ...]:
+        """The sizes an order can be placed at, count units, ascending."""
+        return (self.order_size,) if self.space is ActionSpace.SINGLE_SIZE else self.sizes
+
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        if self.space is ActionSpace.SINGLE_SIZE:
+            return ACTION_NAMES
+        return ("HOLD",) + tuple(
+            f"{direction.name}_{_contracts(size)}" for direction in DIRECTIONS for size in self.sizes
+        )
+
+    @property
+    def action_count(self) -> int:
+        return 1 + len(DIRECTIONS) * len(self.order_sizes)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain values (JSON-ready) to record with a model; :meth:`from_dict` reads them back."""
+        return {
+            "space": self.space.value,
+            "action_count": self.action_count,
+            "order_size": self.order_size,
+            "sizes": list(self.sizes),
+            "pricing": self.pricing.value,
+            "max_position": self.max_position,
+            "tick": self.tick,
+        }
+
+    @classmethod
+    def from_dict(cls, recorded: Mapping[str, Any]) -> ActionConfig:
+        """The configuration :meth:`as_dict` recorded; refuses a record whose action count does
+        not match the space it names (a record written by something else)."""
+        fields = {key: value for key, value in recorded.items() if key != "action_count"}
+        config = cls(**fields)
+        if "action_count" in recorded and recorded["action_count"] != config.action_count:
+            raise ActionSpaceMismatch(
+                f"recorded action space {config.space.value!r} has {config.action_count} actions, "
+                f"but the record says {recorded['action_count']}"
+            )
+        return config
+
+
+def _contracts(count: int) -> str:
+    whole, part = divmod(count, ONE_CONTRACT)
+    return str(whole) if not part else f"{count / ONE_CONTRACT:g}"
 
 
 def cash_required(side: OrderSide, price: int, count: int, position: int, fees: FeeSchedule) -> int:
@@ -92,26 +193,77 @@ def cash_required(side: OrderSide, price: int, count: int, position: int, fees: 
 
 
 def _opening_cost_and_fee_price(side: OrderSide, price: int, count: int, position: int) -> tuple[int, int]:
-    if side is OrderSide.BID:
+    if side is _BID:
         closing = min(count, -position) if position < 0 else 0
         return (count - closing) * price, min(price, ONE_DOLLAR // 2)
     closing = min(count, position) if position > 0 else 0
     return (count - closing) * (ONE_DOLLAR - price), max(price, ONE_DOLLAR // 2)
 
 
-class ActionDecoder:
-    """Decodes action indices into limit orders and computes which actions are legal."""
+# Per direction (Action.BUY_YES .. SELL_NO): the order side and whether it closes a position.
+_SIDE = (None, _BID, _ASK, _ASK, _BID)
+_CLOSES = (False, False, True, False, True)
 
-    __slots__ = ("config", "fees", "_size", "_max", "_tick", "_pricing", "_fee_bounds")
+
+class ActionDecoder:
+    """Decodes action indices into limit orders and computes which actions are legal.
+
+    The same object serves training, evaluation and the live actor; build it from the model's
+    recorded :class:`ActionConfig`.
+    """
+
+    __slots__ = (
+        "config",
+        "fees",
+        "action_count",
+        "action_names",
+        "_table",
+        "_sizes",
+        "_max",
+        "_tick",
+        "_pricing",
+        "_fee_bounds",
+        "_size_bounds",
+        "ample_buying_power",
+    )
 
     def __init__(self, config: ActionConfig, fees: FeeSchedule) -> None:
         self.config = config
         self.fees = fees
-        self._size = config.order_size
+        self.action_count = config.action_count
+        self.action_names = config.action_names
+        self._sizes = config.order_sizes
+        # action index -> (direction, size); index 0 is HOLD
+        self._table: tuple[tuple[int, int], ...] = ((0, 0),) + tuple(
+            (int(direction), size) for direction in DIRECTIONS for size in self._sizes
+        )
         self._max = config.max_position
         self._tick = config.tick
         self._pricing = config.pricing
         self._fee_bounds: dict[tuple[int, int], int] = {}  # (count, price) -> taker fee; few keys
+        # Per size, the most any order of it can cost ($1 a contract, the fee at its $0.50 peak):
+        # an account with that much to spend can afford it whatever the price.
+        self._size_bounds = tuple(
+            (size, size * ONE_DOLLAR + fees.fee(size, ONE_DOLLAR // 2, is_taker=True)) for size in self._sizes
+        )
+        # With this much to spend every order is affordable: :meth:`legal_actions` gives the same
+        # answer for any buying power at or above it (callers caching masks key on the minimum).
+        self.ample_buying_power = max(dearest for _, dearest in self._size_bounds)
+
+    def check_model(self, action_count: int, *, model: str = "the model") -> None:
+        """Refuse a model that chooses among ``action_count`` actions when this decoder has another
+        number: it was trained for another action space."""
+        if action_count != self.action_count:
+            raise ActionSpaceMismatch(
+                f"{model} chooses among {action_count} actions, but this decoder is the "
+                f"{self.config.space.value!r} action space of {self.action_count} "
+                f"({', '.join(self.action_names[:6])}{', ...' if self.action_count > 6 else ''}): "
+                "decode a model with the action space recorded in its environment settings"
+            )
+
+    def direction(self, action: int) -> Action:
+        """What kind of order ``action`` places (HOLD for none)."""
+        return Action(self._entry(action)[0])
 
     def order(self, action: int, yes_bid: int, yes_ask: int, position: int) -> tuple[OrderSide, int, int] | None:
         """``(side, YES price, count)`` for ``action``, or None when it places no order.
@@ -119,25 +271,24 @@ class ActionDecoder:
         ``yes_bid``/``yes_ask`` are the book's best prices (-1: none); ``position`` is signed
         count units (+YES, -NO). Plain ints: this runs every environment step.
         """
-        if action == 0:
+        direction, size = self._entry(action)
+        if direction == 0:
             return None
-        if action == 1:  # BUY_YES
-            side, count = OrderSide.BID, min(self._size, self._max - position)
-        elif action == 2:  # SELL_YES: close YES
-            side, count = OrderSide.ASK, min(self._size, position)
-        elif action == 3:  # BUY_NO
-            side, count = OrderSide.ASK, min(self._size, self._max + position)
-        elif action == 4:  # SELL_NO: close NO
-            side, count = OrderSide.BID, min(self._size, -position)
-        else:
-            names = ", ".join(ACTION_NAMES)
-            raise ActionError(f"action must be one of 0..{ACTION_COUNT - 1} ({names}), got {action!r}")
+        if direction == 1:  # BUY_YES
+            count = min(size, self._max - position)
+        elif direction == 2:  # SELL_YES: close YES
+            count = min(size, position)
+        elif direction == 3:  # BUY_NO
+            count = min(size, self._max + position)
+        else:  # SELL_NO: close NO
+            count = min(size, -position)
         if count <= 0:
             return None
-        price = self._price(side, yes_bid, yes_ask)
+        side = _SIDE[direction]
+        price = self._price(side, yes_bid, yes_ask)  # type: ignore[arg-type]
         if not 0 < price < ONE_DOLLAR:
             return None
-        return side, price, count
+        return side, price, count  # type: ignore[return-value]
 
     def decode(
         self, action: int, *, ticker: str, yes_bid: int, yes_ask: int, position: int, client_order_id: str
@@ -147,16 +298,55 @@ class ActionDecoder:
         if order is None:
             return None
         side, price, count = order
-        closes = action in (Action.SELL_YES, Action.SELL_NO)
+        closes = _CLOSES[self._table[action][0]]
         return OrderRequest(ticker, side, price, count, client_order_id, reduce_only=closes)
 
+    def legal_actions(self, *, yes_bid: int, yes_ask: int, position: int, buying_power: int) -> list[bool]:
+        """Which actions are legal now, indexed by action (a plain list: asked every step)."""
+        legal = [True]
+        tick = self._tick
+        pricing = self._pricing
+        # The two order sides' prices (bid: buy YES / sell NO; ask: sell YES / buy NO).
+        if pricing is _AGGRESSIVE:
+            bid_price, ask_price = yes_ask, yes_bid
+        elif pricing is _PASSIVE:
+            bid_price, ask_price = yes_bid, yes_ask
+        elif yes_bid < 0 or yes_ask < 0:
+            bid_price = ask_price = -1
+        else:
+            bid_price = (yes_bid + yes_ask) // 2 // tick * tick
+            ask_price = -(-(yes_bid + yes_ask) // (2 * tick)) * tick
+        bid_ok = 0 < bid_price < ONE_DOLLAR
+        ask_ok = 0 < ask_price < ONE_DOLLAR
+        limit = self._max
+        capacities = (
+            (limit - position if bid_ok else 0, _BID, bid_price),  # BUY_YES
+            (position if ask_ok else 0, _ASK, ask_price),  # SELL_YES
+            (limit + position if ask_ok else 0, _ASK, ask_price),  # BUY_NO
+            (-position if bid_ok else 0, _BID, bid_price),  # SELL_NO
+        )
+        for capacity, side, price in capacities:
+            affordable = capacity > 0
+            for size, dearest in self._size_bounds:
+                # Cost grows with the count: once too dear, every larger size is too.
+                if affordable and buying_power < dearest:
+                    count = size if size < capacity else capacity
+                    affordable = self._cash_required(side, price, count, position) <= buying_power
+                legal.append(affordable)
+        return legal
+
     def mask(self, out: np.ndarray, *, yes_bid: int, yes_ask: int, position: int, buying_power: int) -> np.ndarray:
-        """Write the legal actions into ``out`` (bool, length ``ACTION_COUNT``) and return it."""
-        out[0] = True
-        for action in (1, 2, 3, 4):
-            order = self.order(action, yes_bid, yes_ask, position)
-            out[action] = order is not None and self._cash_required(*order, position) <= buying_power
+        """Write the legal actions into ``out`` (bool, length ``action_count``) and return it."""
+        out[:] = self.legal_actions(yes_bid=yes_bid, yes_ask=yes_ask, position=position, buying_power=buying_power)
         return out
+
+    def _entry(self, action: int) -> tuple[int, int]:
+        if 0 <= action < self.action_count:
+            return self._table[action]
+        raise ActionError(
+            f"action must be one of 0..{self.action_count - 1} of the {self.config.space.value!r} space "
+            f"({', '.join(self.action_names[:5])}{', ...' if self.action_count > 5 else ''}), got {action!r}"
+        )
 
     def _cash_required(self, side: OrderSide, price: int, count: int, position: int) -> int:
         """:func:`cash_required`, with the fee remembered (the mask asks every step)."""
@@ -171,13 +361,13 @@ class ActionDecoder:
 
     def _price(self, side: OrderSide, yes_bid: int, yes_ask: int) -> int:
         pricing = self._pricing
-        if pricing is PricingStrategy.AGGRESSIVE:
-            return yes_ask if side is OrderSide.BID else yes_bid
-        if pricing is PricingStrategy.PASSIVE:
-            return yes_bid if side is OrderSide.BID else yes_ask
+        if pricing is _AGGRESSIVE:
+            return yes_ask if side is _BID else yes_bid
+        if pricing is _PASSIVE:
+            return yes_bid if side is _BID else yes_ask
         if yes_bid < 0 or yes_ask < 0:
             return -1
         tick = self._tick
-        if side is OrderSide.BID:
+        if side is _BID:
             return (yes_bid + yes_ask) // 2 // tick * tick
         return -(-(yes_bid + yes_ask) // (2 * tick)) * tick

@@ -87,15 +87,20 @@ class FeeSchedule:
 
     def fee(self, count: int, price: int, *, is_taker: bool) -> int:
         """The fee in micro-dollars for ``count`` count units at YES ``price`` price units."""
-        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
-            raise FeeError(f"fee count must be a non-negative integer of count units, got {count!r}")
-        if isinstance(price, bool) or not isinstance(price, int) or not 0 <= price <= ONE_DOLLAR:
-            raise FeeError(
-                f"fee price must be an integer of price units in 0..{ONE_DOLLAR}, got {price!r}"
-            )
+        # Plain ints in range (the simulated exchange's every order) skip the detailed checks.
+        if not (type(count) is int and type(price) is int and count >= 0 and 0 <= price <= ONE_DOLLAR):
+            _check_fee_inputs(count, price)
         rate = self.taker_rate if is_taker else self.maker_rate
         exact = rate * count * price * (ONE_DOLLAR - price)  # in 1/_FEE_DENOMINATOR micro-dollars
         step = self.fee_increment_micros
         fee = -(-exact // (_FEE_DENOMINATOR * step)) * step  # ceil to $0.0001
         step = self.account_increment_micros
         return -(-fee // step) * step  # then ceil to the account's precision
+
+
+def _check_fee_inputs(count: object, price: object) -> None:
+    """Refuse what :meth:`FeeSchedule.fee` cannot price (int subclasses other than bool pass)."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise FeeError(f"fee count must be a non-negative integer of count units, got {count!r}")
+    if isinstance(price, bool) or not isinstance(price, int) or not 0 <= price <= ONE_DOLLAR:
+        raise FeeError(f"fee price must be an integer of price units in 0..{ONE_DOLLAR}, got {price!r}")

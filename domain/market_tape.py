@@ -7,6 +7,16 @@ otherwise its last event. Trades are kept per interval: ``trade_offsets[i]:trade
 indexes the trades printed in ``(times[i-1], times[i]]`` (for row 0, everything up to
 ``times[0]``), so an agent that acted at row ``i - 1`` meets exactly those trades before row ``i``.
 
+Between rows, the **market log** keeps what the simulated exchange needs to fill orders at any
+moment, not only on the grid: every change of a bid level (its new size) and every trade, in the
+order they were recorded, grouped per interval like the trades (``log_offsets[i]:log_offsets[i+1]``
+covers ``(times[i-1], times[i]]``; interval 0 starts with the first snapshot's levels).
+``log_kinds`` says what an entry is: ``LOG_YES_LEVEL`` / ``LOG_NO_LEVEL`` (``log_prices`` is that
+side's bid price, ``log_counts`` the level's size after the change, 0 once it is gone) or
+``LOG_TRADE_YES_TAKER`` / ``LOG_TRADE_NO_TAKER`` (``log_prices`` is the YES price, ``log_counts``
+the size). Log times never decrease, so the book at a time ``t`` between rows is the row before
+it updated by the log entries stamped at or before ``t``.
+
 Everything is in domain units (prices in price units, counts in count units); only ``features``
 holds normalised floats (see :mod:`domain.features`). An episode never spans two tapes.
 """
@@ -19,6 +29,13 @@ import numpy as np
 from domain.values import ONE_DOLLAR, Side
 
 NO_LEVEL = -1  # the price of a depth slot with no bid in it
+
+# The kinds of market-log entries. A level entry's kind is its side (Side.YES / Side.NO); a
+# trade's kind is 2 + its taker's side.
+LOG_YES_LEVEL = 0
+LOG_NO_LEVEL = 1
+LOG_TRADE_YES_TAKER = 2
+LOG_TRADE_NO_TAKER = 3
 
 
 class TapeError(ValueError):
@@ -41,6 +58,11 @@ class MarketTape:
     trade_counts: np.ndarray  # int64 [T]
     trade_takers: np.ndarray  # int8 [T]: the taker's side (Side.YES / Side.NO)
     features: np.ndarray  # float32 [n, MARKET_FEATURE_COUNT]
+    log_offsets: np.ndarray  # int64 [n + 1]: the market log, per interval (see the module docstring)
+    log_times: np.ndarray  # int64 [E], never decreasing
+    log_kinds: np.ndarray  # int8 [E]: LOG_YES_LEVEL, LOG_NO_LEVEL, LOG_TRADE_YES_TAKER, LOG_TRADE_NO_TAKER
+    log_prices: np.ndarray  # int32 [E]: a level's bid price on its side; a trade's YES price
+    log_counts: np.ndarray  # int64 [E]: a level's size after the change; a trade's size
     expiry_ms: int  # when the market ends: its resolution time, or its last event
     result: Side | None  # how the market resolved; None when the recording has no resolution
 
@@ -59,6 +81,14 @@ class MarketTape:
             raise TapeError(f"{self.ticker}: trade arrays must hold trade_offsets[-1] = {trades} trades")
         if n > 1 and not bool(np.all(np.diff(self.times) > 0)):
             raise TapeError(f"{self.ticker}: times must increase strictly")
+        if self.log_offsets.shape != (n + 1,):
+            raise TapeError(f"{self.ticker}: log_offsets must have n + 1 = {n + 1} entries")
+        entries = int(self.log_offsets[-1])
+        log = (self.log_times, self.log_kinds, self.log_prices, self.log_counts)
+        if any(len(array) != entries for array in log):
+            raise TapeError(f"{self.ticker}: log arrays must hold log_offsets[-1] = {entries} entries")
+        if entries and not bool(np.all(np.diff(self.log_times) >= 0)):
+            raise TapeError(f"{self.ticker}: log times must never decrease")
 
     @property
     def steps(self) -> int:

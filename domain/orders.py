@@ -33,7 +33,13 @@ class OrderStatus(enum.StrEnum):
 
     @property
     def is_open(self) -> bool:
-        return self in (OrderStatus.PENDING, OrderStatus.RESTING)
+        return self is _PENDING or self is _RESTING
+
+
+# Enum members looked up through their class cost a Python-level call on 3.11 (~0.15 us);
+# the per-step paths below compare against these module constants instead.
+_PENDING, _RESTING = OrderStatus.PENDING, OrderStatus.RESTING
+_EXECUTED, _CANCELED = OrderStatus.EXECUTED, OrderStatus.CANCELED
 
 
 class OrderError(ValueError):
@@ -64,7 +70,10 @@ class OrderRequest:
     reduce_only: bool = False
 
 
-@attrs.define(eq=False)
+# Validated at construction; no per-write hooks: ``filled`` and ``status`` change on every fill
+# of a simulated step, and a hook there cost more than the fill. Code that reassigns ``price`` or
+# ``count`` (amends) validates the new values itself before writing them.
+@attrs.define(eq=False, on_setattr=attrs.setters.NO_OP)
 class Order:
     """An order with identity; its fills move it from resting to executed."""
 
@@ -92,14 +101,14 @@ class Order:
             )
         self.filled += count
         if self.filled == self.count:
-            self.status = OrderStatus.EXECUTED
+            self.status = _EXECUTED
 
     def cancel(self) -> int:
         """Cancel what is left; returns the count taken off the book."""
         if not self.status.is_open:
             raise OrderError(f"order {self.order_id} is {self.status}; nothing to cancel")
         reduced = self.count - self.filled
-        self.status = OrderStatus.CANCELED
+        self.status = _CANCELED
         return reduced
 
 
@@ -120,3 +129,18 @@ class Fill:
     @property
     def no_price(self) -> int:
         return ONE_DOLLAR - self.price
+
+
+@attrs.frozen
+class FeeCorrection:
+    """A streamed fill's fee, put right: the exchange charged ``charged_fee`` for ``fill_id``
+    where the stream had reported ``reported_fee`` (micro-dollars). Cash moves by ``-delta``."""
+
+    fill_id: str
+    ticker: str
+    reported_fee: int
+    charged_fee: int
+
+    @property
+    def delta(self) -> int:
+        return self.charged_fee - self.reported_fee

@@ -13,8 +13,9 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from domain.events import BookDelta, BookSnapshot, MarketEvent
+from domain.gateway_errors import OrderRejected
 from domain.market_tape import MarketTape
-from domain.orders import Fill, Order, OrderRequest
+from domain.orders import FeeCorrection, Fill, Order, OrderRequest, OrderSide
 from domain.values import Side
 
 
@@ -165,8 +166,22 @@ class ModelRecord:
     hyperparameters: Mapping[str, Any] = attrs.field(factory=dict)
     metrics: Mapping[str, Any] = attrs.field(factory=dict)
 
+    @property
+    def checkpoint_dir(self) -> str:
+        """Where training keeps this version's periodic checkpoints (see :func:`checkpoint_dir_for`)."""
+        return checkpoint_dir_for(self.path)
+
 
 MODEL_STATUSES = ("training", "active", "retired", "failed")
+# What retention may delete: versions no one uses. A version still "training" may be a run in
+# progress, so only its owner (marking it failed) can make it prunable.
+PRUNABLE_STATUSES = ("retired", "failed")
+
+
+def checkpoint_dir_for(model_path: str) -> str:
+    """A version's files are its model file and this directory beside it (checkpoints written
+    during training), so the registry can delete both when it prunes the version."""
+    return model_path.removesuffix(".zip") + ".checkpoints"
 
 
 class ModelNotFound(LookupError):
@@ -175,7 +190,12 @@ class ModelNotFound(LookupError):
 
 @runtime_checkable
 class ModelRegistry(Protocol):
-    """Versions of trained models: metadata in a store, weights as files on disk."""
+    """Versions of trained models: metadata in a store, weights as files on disk.
+
+    A version's life: registered ``training`` -> ``failed`` if the run dies, else kept; made
+    ``active`` by a promotion (at most one active version per name: the previous one becomes
+    ``retired``); pruned (deleted with its files) once enough newer retired versions exist.
+    """
 
     async def register(
         self,
@@ -204,28 +224,118 @@ class ModelRegistry(Protocol):
 
     async def list_models(self, name: str | None = None) -> list[ModelRecord]: ...
 
+    async def active_generation(self, name: str) -> int:
+        """How many times the active version of ``name`` has changed (a promotion, an active
+        registration, or the active version leaving that status); 0 if it never had one. It
+        only grows: an actor polls it cheaply and reloads its model when it moves."""
+        ...
+
+    async def prune(self, *, keep: int, name: str | None = None) -> list[ModelRecord]:
+        """Retention: of each name's (or only ``name``'s) versions in :data:`PRUNABLE_STATUSES`,
+        keeps the ``keep`` newest and deletes the others, rows and files (the model file and
+        its checkpoint directory); returns the deleted versions. Never touches an active or
+        training version."""
+        ...
+
 
 # ---------------------------------------------------------------------------------------------
 # Trading
 # ---------------------------------------------------------------------------------------------
 @runtime_checkable
 class OrderGateway(Protocol):
-    """Where orders go: the simulated exchange, the local exchange, Kalshi's demo exchange."""
+    """Where orders go: the simulated exchange, the local exchange, Kalshi's demo exchange.
 
-    async def create_order(self, request: OrderRequest) -> Order: ...
+    Prices are YES prices in price units, counts in count units, money in micro-dollars (see
+    ``domain.values``). Refusals raise :class:`~domain.gateway_errors.OrderRejected` subclasses
+    carrying the venue's message; an exchange that does not answer raises
+    :class:`~domain.gateway_errors.ExchangeUnavailable`. ``client_order_id`` is the caller's
+    idempotency key: a venue never creates two orders for one id, and refuses a reused id with
+    :class:`~domain.gateway_errors.DuplicateClientOrderId`.
+    """
 
-    async def cancel_order(self, order_id: str) -> Order: ...
+    async def create_order(self, request: OrderRequest) -> Order:
+        """Place one order; returns it as the exchange acknowledged it: what crossed has
+        filled (those fills are also in :meth:`fills` and the stream), the rest rests, or
+        for immediate-or-cancel is cancelled."""
+        ...
 
-    async def open_orders(self, ticker: str | None = None) -> list[Order]: ...
+    async def cancel_order(self, order_id: str) -> Order:
+        """Cancel what is left of an open order; returns it cancelled. An unknown or closed
+        order raises :class:`~domain.gateway_errors.OrderNotFound`."""
+        ...
 
-    async def fills(self, since_ms: int = 0) -> list[Fill]: ...
+    async def amend_order(self, order_id: str, *, price: int, count: int, client_order_id: str) -> Order:
+        """Cancel-and-replace an open order: new YES ``price``, ``count`` the new *total*
+        (filled + resting, as on Kalshi), ``client_order_id`` the replacement's own id.
+        Returns the replacement -- use its ``order_id`` from then on. The replacement joins
+        the back of its price level: Kalshi keeps an order's queue priority only when the
+        amendment just decreases its size at the same price; the simulated exchange never
+        keeps it."""
+        ...
+
+    async def create_orders(self, requests: Sequence[OrderRequest]) -> list[Order | OrderRejected]:
+        """Place several orders (batched where the venue can): per request, in order, the
+        order or why it was refused. Transport failures still raise."""
+        ...
+
+    async def cancel_orders(self, order_ids: Sequence[str]) -> list[Order | OrderRejected]:
+        """Cancel several orders: per id, in order, the cancelled order or why not."""
+        ...
+
+    async def get_order(self, order_id: str) -> Order:
+        """One order in any state; :class:`~domain.gateway_errors.OrderNotFound` if unknown."""
+        ...
+
+    async def open_orders(self, ticker: str | None = None) -> list[Order]:
+        """Resting orders (of ``ticker``, or of every market)."""
+        ...
+
+    async def fills(self, since_ms: int = 0) -> list[Fill]:
+        """Every fill at or after ``since_ms``, oldest first, with the fee the exchange charged."""
+        ...
+
+    def stream_fills(self, since_ms: int | None = None) -> AsyncIterator[Fill]:
+        """Fills as they happen, each exactly once, from ``since_ms`` (None: from now) until
+        :meth:`close`. A fill missed while a connection was down is delivered when it is back."""
+        ...
+
+    def fee_corrections(self) -> list[FeeCorrection]:
+        """Fees the exchange charged differently from what a streamed fill first said, found
+        since the last call (drained). Venues that stream the charged fee return none."""
+        ...
 
     async def positions(self) -> dict[str, int]:
-        """Signed positions in count units: +N YES, -N NO."""
+        """Markets with a non-zero position: signed count units, +N YES, -N NO."""
         ...
 
     async def balance(self) -> int:
         """Cash in micro-dollars."""
+        ...
+
+    async def close(self) -> None:
+        """Ends fill streams and releases connections."""
+        ...
+
+
+@attrs.frozen
+class MarketInfo:
+    """A market as its exchange describes it: when trading closes and, once it has settled, how
+    it resolved. Times in Unix milliseconds; ``status`` is the exchange's word (Kalshi: ``active``,
+    ``closed``, ``determined``, ``finalized``, ...)."""
+
+    ticker: str
+    close_ms: int
+    expiration_ms: int | None = None
+    status: str = "active"
+    result: Side | None = None  # set once the market has resolved
+
+
+@runtime_checkable
+class MarketCatalog(Protocol):
+    """What an exchange says about its markets (Kalshi: ``GET /markets/{ticker}``)."""
+
+    async def market(self, ticker: str) -> MarketInfo:
+        """Raises :class:`~domain.gateway_errors.MarketNotFound` for a market it does not list."""
         ...
 
 
@@ -267,13 +377,17 @@ class TradingEnvironment(Protocol):
 
 @runtime_checkable
 class TrainedAgent(Protocol):
-    """A trained model: saved as one file, used as a :class:`Policy`."""
+    """A trained model: saved as one file (everything acting needs, observation normalisation
+    included), used as a :class:`Policy`; ``metrics`` say how training went."""
 
     @property
     def algorithm(self) -> str: ...
 
     @property
     def hyperparameters(self) -> Mapping[str, Any]: ...
+
+    @property
+    def metrics(self) -> Mapping[str, Any]: ...
 
     def save(self, path: str) -> None: ...
 
@@ -291,7 +405,169 @@ class AgentTrainer(Protocol):
     def hyperparameters(self) -> Mapping[str, Any]: ...
 
     def train(
-        self, tapes: Sequence[MarketTape], *, total_timesteps: int, seed: int, progress: bool = False
-    ) -> TrainedAgent: ...
+        self,
+        tapes: Sequence[MarketTape],
+        *,
+        total_timesteps: int,
+        seed: int,
+        progress: bool = False,
+        eval_tapes: Sequence[MarketTape] | None = None,
+        checkpoint_dir: str | None = None,
+        run_name: str | None = None,
+    ) -> TrainedAgent:
+        """Same tapes, seed and settings: the same model. ``eval_tapes`` (held-out markets) are
+        what periodic evaluation plays, when the trainer evaluates; ``checkpoint_dir`` receives
+        periodic checkpoints; ``run_name`` labels the run's logs."""
+        ...
 
     def load_policy(self, path: str) -> Policy: ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Fill validation
+# ---------------------------------------------------------------------------------------------
+@attrs.frozen
+class ProbeFill:
+    """How one probing order filled within its horizon. Counts in count units, times in ms
+    from when the order was sent."""
+
+    count: int  # what was ordered
+    filled: int  # what filled within the horizon
+    taker_filled: int  # of which on arrival, crossing the book
+    first_fill_ms: int | None  # until the first fill; None when nothing filled
+    full_fill_ms: int | None  # until filled in full; None when it never was
+    rejected: bool = False  # refused by the exchange (it then never filled)
+
+
+@runtime_checkable
+class FillProbe(Protocol):
+    """Sends one order into a replayed market, alone, and reports how it filled (the simulated
+    exchange, with one fill model): how fill rates are measured rather than assumed."""
+
+    @property
+    def name(self) -> str:
+        """Which fill model this is, for reports (e.g. its queue model)."""
+        ...
+
+    def probe(self, tape: MarketTape, request: OrderRequest, *, row: int, horizon_ms: int) -> ProbeFill:
+        """Send ``request`` at row ``row``'s time and follow it for ``horizon_ms``."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------
+# Trading records
+# ---------------------------------------------------------------------------------------------
+TRADING_MODES = ("training", "evaluation", "paper")
+
+
+@attrs.frozen
+class EpisodeResult:
+    """How an episode ended. Money in micro-dollars; returns, Sharpe ratio and drawdown are
+    statistics (fractions of the starting value), hence floats."""
+
+    ended_ms: int
+    step_count: int
+    trade_count: int
+    total_pnl: int
+    fees_paid: int
+    total_return: float | None = None
+    sharpe_ratio: float | None = None
+    max_drawdown: float | None = None
+
+
+@attrs.frozen
+class TradingEpisode:
+    """One episode of a model on one market: replayed (training, evaluation) or live (paper).
+
+    ``episode_number`` counts the model's episodes, 1, 2, 3, ... across every run and mode; the
+    store assigns it. ``result`` is None until the episode is finished.
+    """
+
+    episode_id: int
+    model_id: int
+    episode_number: int
+    market_ticker: str
+    mode: str  # one of TRADING_MODES
+    started_ms: int
+    session_id: int | None = None  # the recording replayed; None when trading live
+    result: EpisodeResult | None = None
+
+    @property
+    def is_finished(self) -> bool:
+        return self.result is not None
+
+
+@attrs.frozen
+class TradingAction:
+    """One decision of an episode and the order it placed, if any.
+
+    Positions are signed count units (+YES, -NO), before the decision and after the step it
+    started. ``price`` (YES price units), ``quantity`` (count units) and ``order_side`` describe the
+    order the action decoded to; HOLD, an illegal action or a decision that placed nothing leaves
+    them empty. ``order_id`` and ``client_order_id`` name the order at the venue when one was
+    sent (the paper actor knows them; a replay may not). ``observation_digest`` identifies the
+    exact observation the policy saw, so a live decision can be compared with its replay.
+    """
+
+    step_number: int
+    timestamp_ms: int
+    action_type: str  # the action's name in the model's action space, e.g. HOLD, BUY_YES, BUY_YES_20
+    position_before: int
+    position_after: int
+    action_index: int | None = None  # the policy's raw choice
+    order_side: OrderSide | None = None
+    price: int | None = None
+    quantity: int = 0
+    order_id: str | None = None
+    client_order_id: str | None = None
+    observation_digest: str | None = None
+
+
+class TradingEpisodeNotFound(LookupError):
+    pass
+
+
+class TradingEpisodeFinished(RuntimeError):
+    """Recording into, or finishing, an episode that is already finished."""
+
+
+@runtime_checkable
+class TradingRecords(Protocol):
+    """Every episode a model trades and every action in it (``rl_trading_episodes``,
+    ``rl_trading_actions``): evaluations record here, and so does the paper-trading actor.
+
+    An episode is started, receives its actions in one or more batches, and is finished once.
+    Step numbers are unique within an episode; a batch is written all or nothing.
+    """
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations (idempotent)."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def start_episode(
+        self, model_id: int, *, market_ticker: str, mode: str, started_ms: int, session_id: int | None = None
+    ) -> TradingEpisode:
+        """A new episode, numbered after the model's last one."""
+        ...
+
+    async def record_actions(self, episode_id: int, actions: Sequence[TradingAction]) -> int:
+        """Append actions to an unfinished episode, atomically; returns how many were written.
+        Raises :class:`TradingEpisodeFinished` for a finished episode and ``ValueError`` for a
+        step number the episode already has."""
+        ...
+
+    async def finish_episode(self, episode_id: int, result: EpisodeResult) -> TradingEpisode: ...
+
+    async def get_episode(self, episode_id: int) -> TradingEpisode:
+        """Raises :class:`TradingEpisodeNotFound` for an unknown id."""
+        ...
+
+    async def list_episodes(self, model_id: int | None = None, *, mode: str | None = None) -> list[TradingEpisode]:
+        """Episodes by model and episode number."""
+        ...
+
+    async def read_actions(self, episode_id: int) -> list[TradingAction]:
+        """The episode's actions by step number."""
+        ...

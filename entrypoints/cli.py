@@ -32,23 +32,37 @@ import json
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import asyncpg
+import attrs
 from tqdm import tqdm
 
-from adapters.sb3 import ALGORITHMS
+from adapters.kalshi.ws_client import HandshakeRejected
+from adapters.sb3.settings import ALGORITHMS, DEFAULT_HYPERPARAMETERS, VECTORISATIONS, Curriculum, TrainingOptions
+from application.data_quality import DEFAULT_SILENCE_MS, check_session
 from application.demo import DemoConfig, run_demo
-from application.evaluation import evaluate_model, format_table, write_equity_chart
 from application.recording import RecordingSummary
 from application.replay import ReplayConfig
 from application.training import NothingToTrainOn, train_agent
+from application.write_queue import DrainIncomplete, WriteQueueFailed
+from domain.actions import ActionSpace
 from domain.ports import ModelNotFound, ModelRecord, ModelRegistry, SessionInfo, SessionNotFound
-from entrypoints.config import ConfigError, Settings, StoreKind, unknown_variable_warnings
+from entrypoints.config import ConfigError, Settings, StoreKind, parse_market_tickers, unknown_variable_warnings
 from entrypoints.container import Container, build_container
+from entrypoints.evaluate_command import add_evaluate_command, quoting_settings
+from entrypoints.actor_command import add_actor_command
+from entrypoints.arguments import non_negative_int, positive_int
 from entrypoints.exchange_command import add_exchange_command
-from entrypoints.learning import EnvironmentSettings
+from entrypoints.fill_validation_command import add_fill_validation_command
+from entrypoints.ingestion import (
+    IngestionUnavailable,
+    LiveIngestion,
+    build_live_ingestion,
+    configure_logging,
+    stop_on_signals,
+)
+from entrypoints.serve_command import add_serve_command
 
 PROG = "kalshiflow-rl"
 EXIT_USAGE = 2  # bad configuration, unknown id: something the user can fix
@@ -75,19 +89,36 @@ def add_collect_command(commands: argparse._SubParsersAction) -> None:
             "Record market events (book snapshots, deltas, public trades, resolutions) as one "
             "session in the configured store: embedded SQLite in $RL_DATA_DIR, or PostgreSQL "
             "when $DATABASE_URL is set. Batches follow $RL_ORDERBOOK_BATCH_SIZE and "
-            "$RL_ORDERBOOK_FLUSH_INTERVAL. Ctrl-C stops the recording and keeps what it received."
+            "$RL_ORDERBOOK_FLUSH_INTERVAL. Ctrl-C stops the recording and keeps what it received. "
+            "--source kalshi records the live order books of $RL_MARKET_TICKERS from $KALSHI_WS_URL "
+            "(default: the one of $KALSHI_ENV), signed with $KALSHI_API_KEY_ID and $KALSHI_PRIVATE_KEY_PATH, "
+            "until SIGINT or SIGTERM; what the store cannot take in time waits in $RL_DATA_DIR/spill "
+            "and is written at the next start."
         ),
     )
     parser.add_argument(
         "--source",
-        choices=["synthetic"],
+        choices=["synthetic", "kalshi"],
         default="synthetic",
-        help="where events come from; synthetic: a seeded simulated market (default)",
+        help=(
+            "where events come from; synthetic: a seeded simulated market (default); kalshi: the "
+            "live WebSocket feed (Kalshi or the local exchange)"
+        ),
     )
-    parser.add_argument("--markets", type=_positive_int, default=3, metavar="N", help="markets to simulate (default 3)")
+    parser.add_argument(
+        "--market-tickers",
+        "--markets-tickers",
+        type=_tickers,
+        default=(),
+        metavar="T1,T2",
+        help="kalshi only: the markets to record (default $RL_MARKET_TICKERS)",
+    )
+    parser.add_argument(
+        "--markets", type=positive_int, default=3, metavar="N", help="synthetic: markets to simulate (default 3)"
+    )
     parser.add_argument(
         "--events",
-        type=_positive_int,
+        type=positive_int,
         default=10_000,
         metavar="N",
         help="about how many events to record in all; each market then resolves (default 10000)",
@@ -106,6 +137,8 @@ def add_collect_command(commands: argparse._SubParsersAction) -> None:
 
 
 async def collect(args: argparse.Namespace, settings: Settings, container: Container) -> int:
+    if args.source == "kalshi":
+        return await collect_live(args, settings, container)
     feed = container.synthetic_feed(markets=args.markets, events=args.events, seed=args.seed, tick=args.tick)
     store = container.store()
     saved: RecordingSummary | None = None  # the running totals, after each batch written
@@ -133,6 +166,70 @@ async def collect(args: argparse.Namespace, settings: Settings, container: Conta
     return 0
 
 
+async def collect_live(args: argparse.Namespace, settings: Settings, container: Container) -> int:
+    """``collect --source kalshi``: the live feed into one session, until SIGINT/SIGTERM."""
+    ingestion = live_ingestion(args.market_tickers, settings, container)
+    configure_logging()
+    async with _opened(settings, ingestion.store):
+        for recovery in await ingestion.recover_spills():
+            print(recovery.describe(), file=sys.stderr)
+        print(
+            f"Recording {', '.join(ingestion.tickers)} from {settings.kalshi_ws_url} into "
+            f"{settings.store_description}; SIGINT (Ctrl-C) or SIGTERM stops and saves",
+            file=sys.stderr,
+            flush=True,
+        )
+        with tqdm(unit="event", file=sys.stderr, disable=None, leave=False) as bar:
+            recording = asyncio.ensure_future(ingestion.run(lambda so_far: bar.update(so_far.events - bar.n)))
+            with stop_on_signals(ingestion, recording):
+                summary = await recorded(recording, ingestion)
+    print_live_summary(summary, ingestion, settings)
+    return 0
+
+
+def print_live_summary(summary: RecordingSummary, ingestion: LiveIngestion, settings: Settings) -> None:
+    print(
+        f"Recorded session {summary.session_id}: {len(ingestion.tickers)} markets, {summary.events} events "
+        f"({summary.snapshots} snapshots, {summary.deltas} deltas, {summary.trades} trades, "
+        f"{summary.resolutions} resolutions) into {settings.store_description}"
+    )
+    _print_counters(ingestion)
+
+
+def live_ingestion(tickers: Sequence[str], settings: Settings, container: Container) -> LiveIngestion:
+    """The container's live ingestion, or a :class:`CommandFailed` naming what is missing."""
+    try:
+        return build_live_ingestion(container, settings, tickers)
+    except IngestionUnavailable as error:
+        raise CommandFailed(f"cannot record live: {error}") from None
+
+
+async def recorded(recording: asyncio.Future[RecordingSummary], ingestion: LiveIngestion) -> RecordingSummary:
+    """The outcome of a live recording, its failures as :class:`CommandFailed` (with the
+    counters printed first: they say how far it got)."""
+    try:
+        return await recording
+    except HandshakeRejected as error:
+        raise CommandFailed(str(error), exit_code=EXIT_FAILED) from None
+    except (DrainIncomplete, WriteQueueFailed) as error:
+        _print_counters(ingestion)
+        raise CommandFailed(str(error), exit_code=EXIT_FAILED) from None
+    except asyncio.CancelledError:
+        if not recording.cancelled():
+            raise  # this command itself is being cancelled
+        _print_counters(ingestion)
+        raise CommandFailed(
+            f"interrupted: session {ingestion.session_id} left open; what was not written is in the "
+            "spill and will be written at the next start",
+            exit_code=EXIT_INTERRUPTED,
+        ) from None
+
+
+def _print_counters(ingestion: LiveIngestion) -> None:
+    for line in ingestion.counters().summary_lines():
+        print(line)
+
+
 # ---------------------------------------------------------------------------------------------
 # sessions
 # ---------------------------------------------------------------------------------------------
@@ -150,6 +247,21 @@ def add_sessions_commands(commands: argparse._SubParsersAction) -> None:
     show = actions.add_parser("show", help="one session in detail", description="One recorded session in detail.")
     show.add_argument("session_id", type=int, metavar="ID", help="session id, from `sessions list`")
     show.set_defaults(run=show_session)
+    check = actions.add_parser(
+        "check",
+        help="data-quality report of sessions",
+        description=(
+            "What replay will find in recorded sessions: events before a market's first snapshot, sequence "
+            "gaps and resyncs, time the book was crossed, locked or one-sided, silences, clock steps back, "
+            "markets without a resolution. Exit code 1 when any session has findings."
+        ),
+    )
+    check.add_argument("session_ids", type=int, nargs="+", metavar="ID", help="session ids, from `sessions list`")
+    check.add_argument(
+        "--silence-s", type=positive_int, default=DEFAULT_SILENCE_MS // 1000, metavar="S",
+        help=f"report gaps between a market's events longer than S seconds (default {DEFAULT_SILENCE_MS // 1000})",
+    )  # fmt: skip
+    check.set_defaults(run=check_sessions)
 
 
 async def list_sessions(args: argparse.Namespace, settings: Settings, container: Container) -> int:
@@ -194,6 +306,23 @@ async def show_session(args: argparse.Namespace, settings: Settings, container: 
             ) from None
     print(_describe_session(session))
     return 0
+
+
+async def check_sessions(args: argparse.Namespace, settings: Settings, container: Container) -> int:
+    store = container.store()
+    reports = []
+    async with _opened(settings, store):
+        for session_id in args.session_ids:
+            try:
+                events = await store.read_events(session_id)
+            except SessionNotFound:
+                raise CommandFailed(
+                    f"no session with id {session_id} in {settings.store_description}; "
+                    f"`{PROG} sessions list` shows the recorded ones"
+                ) from None
+            reports.append(check_session(events, session_id=session_id, silence_ms=args.silence_s * 1000))
+    print("\n".join(report.format() for report in reports))
+    return 0 if all(report.is_clean for report in reports) else EXIT_FAILED
 
 
 def _describe_session(session: SessionInfo) -> str:
@@ -243,6 +372,18 @@ def add_models_commands(commands: argparse._SubParsersAction) -> None:
     )
     promote.add_argument("model_id", type=int, metavar="ID", help="model id, from `models list`")
     promote.set_defaults(run=promote_model)
+    prune = actions.add_parser(
+        "prune",
+        help="delete old retired and failed versions, with their files",
+        description=(
+            "Retention: of each model name's retired and failed versions, keep the newest K and delete the "
+            "others from the registry and from disk (model file and checkpoints). Active versions and "
+            "versions still training are never deleted."
+        ),
+    )
+    prune.add_argument("--keep", type=non_negative_int, required=True, metavar="K", help="versions to keep per name")
+    prune.add_argument("--name", help="only versions of this model name")
+    prune.set_defaults(run=prune_models)
 
 
 async def list_models(args: argparse.Namespace, settings: Settings, container: Container) -> int:
@@ -280,6 +421,16 @@ async def promote_model(args: argparse.Namespace, settings: Settings, container:
         await _get_model(registry, args.model_id, settings)
         model = await registry.promote(args.model_id)
     print(f"Model {model.model_id} ({model.name} v{model.version}) is now the active {model.name}.")
+    return 0
+
+
+async def prune_models(args: argparse.Namespace, settings: Settings, container: Container) -> int:
+    registry = container.model_registry()
+    async with _opened(settings, registry):
+        deleted = await registry.prune(keep=args.keep, name=args.name)
+    for model in deleted:
+        print(f"Deleted model {model.model_id} ({model.name} v{model.version}, {model.status}) and {model.path}")
+    print(f"Pruned {len(deleted)} version{'s' if len(deleted) != 1 else ''}, keeping the newest {args.keep} per name.")
     return 0
 
 
@@ -321,35 +472,70 @@ def add_learning_commands(commands: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--sessions", type=int, nargs="+", required=True, metavar="ID", help="session ids to train on")
     train.add_argument("--name", default="agent", help="model name in the registry (default agent)")
-    train.add_argument("--algorithm", choices=sorted(ALGORITHMS), default="ppo", help="default ppo")
-    train.add_argument("--timesteps", type=_positive_int, default=40_000, metavar="N", help="default 40000")
+    train.add_argument("--algo", "--algorithm", dest="algorithm", choices=ALGORITHMS, default="ppo", help="default ppo")
+    train.add_argument("--timesteps", type=positive_int, default=40_000, metavar="N", help="default 40000")
     train.add_argument(
-        "--step-ms", type=_positive_int, default=1_000, metavar="MS", help="ms between decisions (default 1000)"
+        "--step-ms", type=positive_int, default=1_000, metavar="MS", help="ms between decisions (default 1000)"
     )
-    train.add_argument("--seed", type=int, default=0, metavar="S", help="default 0")
+    train.add_argument("--seed", type=int, default=0, metavar="S", help="same seed, same model (default 0)")
+    train.add_argument(
+        "--action-space",
+        choices=[space.value for space in ActionSpace],
+        default=None,
+        help="the agent's actions: single-size (5) or sized (21); recorded with the model (default single-size)",
+    )
+    speed = train.add_argument_group("speed (defaults measured by benchmarks/train.py)")
+    speed.add_argument(
+        "--n-envs",
+        type=positive_int,
+        default=TrainingOptions().n_envs,
+        metavar="N",
+        help=f"environment copies (default {TrainingOptions().n_envs})",
+    )
+    speed.add_argument(
+        "--vectorisation",
+        choices=VECTORISATIONS,
+        default="in-process",
+        help="where the copies run; in-process is faster on small machines (default)",
+    )
+    speed.add_argument("--torch-threads", type=positive_int, default=1, metavar="N", help="default 1")
+    for flag, key, kind, text in (
+        ("--n-steps", "n_steps", positive_int, "steps per copy per rollout"),
+        ("--batch-size", "batch_size", positive_int, "minibatch size (PPO)"),
+        ("--epochs", "n_epochs", positive_int, "passes over each rollout (PPO)"),
+        ("--learning-rate", "learning_rate", float, "optimiser step size"),
+        ("--ent-coef", "ent_coef", float, "entropy bonus"),
+        ("--gamma", "gamma", float, "discount factor"),
+        ("--net-arch", "net_arch", _layer_sizes, "hidden layers, e.g. 64,64"),
+    ):
+        defaults = ", ".join(f"{algorithm} {DEFAULT_HYPERPARAMETERS[algorithm].get(key, '-')}" for algorithm in ALGORITHMS)
+        speed.add_argument(flag, dest=f"hp_{key}", type=kind, default=None, metavar="X", help=f"{text} ({defaults})")
+    learning = train.add_argument_group("learning")
+    learning.add_argument(
+        "--no-normalize", dest="normalize", action="store_false", help="do not normalise observations (VecNormalize)"
+    )
+    learning.add_argument("--no-masks", dest="masks", action="store_false", help="PPO without action masks")
+    learning.add_argument(
+        "--curriculum", action="store_true", help="easier markets first (tighter spread, calmer price), all by mid-run"
+    )
+    learning.add_argument(
+        "--eval-sessions", type=int, nargs="+", default=(), metavar="ID", help="held-out sessions for periodic evaluation"
+    )
+    learning.add_argument("--eval-every", type=positive_int, default=None, metavar="N", help="evaluate every N timesteps")
+    learning.add_argument(
+        "--checkpoint-every", type=positive_int, default=None, metavar="N", help="save a checkpoint every N timesteps"
+    )
+    learning.add_argument("--tensorboard-dir", metavar="DIR", help="write TensorBoard logs here")
     train.set_defaults(run=train_model)
-
-    evaluate = commands.add_parser(
-        "evaluate",
-        help="play a model against the random and do-nothing baselines",
-        description=(
-            "Replay sessions with a registered model, a random policy and a do-nothing policy, print "
-            "the comparison and store it as the model's metrics."
-        ),
-    )
-    evaluate.add_argument("model_id", type=int, metavar="MODEL_ID", help="model id, from `models list`")
-    evaluate.add_argument("--sessions", type=int, nargs="+", required=True, metavar="ID", help="held-out session ids")
-    evaluate.add_argument("--seed", type=int, default=0, metavar="S", help="default 0")
-    evaluate.add_argument("--chart", metavar="PNG", help="also write the equity curves to this PNG file")
-    evaluate.set_defaults(run=evaluate_model_command)
 
     demo = commands.add_parser(
         "demo",
         help="record synthetic sessions, train, evaluate against baselines: the whole loop in a minute",
         description=(
             "Generate SYNTHETIC market sessions (not Kalshi data), store them, train PPO on some, "
-            "evaluate it against random and do-nothing policies on the others, register the model "
-            "(promoted only if it beats both), print a table and write $RL_DATA_DIR/demo-equity.png."
+            "evaluate it against do-nothing, random and market-maker baselines on the others, register "
+            "the model (promoted only if it passes the promotion rule), print a table and write "
+            "$RL_DATA_DIR/demo-equity.png."
         ),
     )
     for flag, default, text in (
@@ -359,7 +545,7 @@ def add_learning_commands(commands: argparse._SubParsersAction) -> None:
         ("--minutes", 10, "simulated minutes per session"),
         ("--timesteps", 40_000, "training steps"),
     ):
-        demo.add_argument(flag, type=_positive_int, default=default, metavar="N", help=f"{text} (default {default})")
+        demo.add_argument(flag, type=positive_int, default=default, metavar="N", help=f"{text} (default {default})")
     demo.add_argument(
         "--edge", type=float, default=0.5, metavar="K", help="planted signal strength in [0, 1) (default 0.5)"
     )
@@ -367,15 +553,43 @@ def add_learning_commands(commands: argparse._SubParsersAction) -> None:
     demo.set_defaults(run=demo_command)
 
 
+def _training_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The trainer's options from the train command's flags."""
+    hyperparameters = {
+        name.removeprefix("hp_"): value
+        for name, value in vars(args).items()
+        if name.startswith("hp_") and value is not None
+    }
+    return {
+        "n_envs": args.n_envs,
+        "vectorisation": args.vectorisation,
+        "torch_threads": args.torch_threads,
+        "hyperparameters": hyperparameters,
+        "normalize_observations": args.normalize,
+        "action_masks": args.masks,
+        "curriculum": Curriculum() if args.curriculum else None,
+        "eval_every": args.eval_every,
+        "checkpoint_every": args.checkpoint_every,
+        "tensorboard_dir": args.tensorboard_dir,
+    }
+
+
 async def train_model(args: argparse.Namespace, settings: Settings, container: Container) -> int:
     environment = container.environment_settings()
+    if args.action_space is not None:
+        environment = attrs.evolve(environment, action_space=args.action_space)
+    try:
+        trainer = container.trainer(environment, algorithm=args.algorithm, **_training_options(args))
+    except ValueError as error:
+        raise CommandFailed(f"cannot train: {error}") from None
     store, registry = container.store(), container.model_registry()
     async with _opened(settings, store, registry):
         try:
             result = await train_agent(
                 store=store,
                 registry=registry,
-                trainer=container.trainer(environment, algorithm=args.algorithm),
+                trainer=trainer,
+                eval_session_ids=args.eval_sessions,
                 clock=container.clock(),
                 session_ids=args.sessions,
                 name=args.name,
@@ -387,40 +601,17 @@ async def train_model(args: argparse.Namespace, settings: Settings, container: C
                 progress=True,
                 settings={"environment": environment.as_dict()},
             )
-        except (SessionNotFound, NothingToTrainOn) as error:
+        except (SessionNotFound, NothingToTrainOn, ValueError) as error:
             raise CommandFailed(f"cannot train: {error}") from None
     record = result.record
+    training = record.metrics.get("training", {})
     print(
-        f"Trained {record.algorithm} on {result.markets} markets ({result.steps_per_pass} decisions per pass); "
+        f"Trained {record.algorithm} on {result.markets} markets ({result.steps_per_pass} decisions per pass, "
+        f"{training.get('timesteps_per_s', '?')} timesteps/s); "
         f"registered model {record.model_id} ({record.name} v{record.version}) at {result.path}"
     )
-    return 0
-
-
-async def evaluate_model_command(args: argparse.Namespace, settings: Settings, container: Container) -> int:
-    store, registry = container.store(), container.model_registry()
-    async with _opened(settings, store, registry):
-        record = await _get_model(registry, args.model_id, settings)
-        environment = EnvironmentSettings(**record.hyperparameters.get("environment", {}))
-        try:
-            result = await evaluate_model(
-                store=store,
-                registry=registry,
-                trainer=container.trainer(environment, algorithm=record.algorithm),
-                make_environment=environment.make_environment,
-                model_id=args.model_id,
-                session_ids=args.sessions,
-                cache_dir=settings.cache_dir,
-                seed=args.seed,
-            )
-        except (SessionNotFound, ValueError, FileNotFoundError) as error:
-            raise CommandFailed(f"cannot evaluate model {args.model_id}: {error}") from None
-    print(format_table(result.evaluations, markets=result.markets))
-    verdict = "beat" if result.beat_baselines else "did NOT beat"
-    print(f"Model {record.model_id} ({record.name} v{record.version}) {verdict} both baselines on return.")
-    if args.chart:
-        title = f"{record.name} v{record.version} against the baselines"
-        print(f"Equity curves: {write_equity_chart(result.evaluations, Path(args.chart), title=title)}")
+    for evaluation in training.get("evaluations", ()):
+        print(f"  evaluation at {evaluation['timesteps']:>9,} timesteps: mean episode reward {evaluation['mean_reward']:+.3f}")
     return 0
 
 
@@ -438,15 +629,17 @@ async def demo_command(args: argparse.Namespace, settings: Settings, container: 
     except ValueError as error:
         raise CommandFailed(str(error)) from None
     environment = container.environment_settings()
-    store, registry = container.store(), container.model_registry()
-    async with _opened(settings, store, registry):
+    store, registry, records = container.store(), container.model_registry(), container.trading_records()
+    async with _opened(settings, store, registry, records):
         await run_demo(
             config,
             store=store,
             registry=registry,
+            records=records,
             make_feed=container.synthetic_session_feed,
             trainer=container.trainer(environment),
             make_environment=environment.make_environment,
+            make_quoting_environment=quoting_settings(environment).make_environment,
             clock=container.clock(),
             models_dir=settings.models_dir,
             cache_dir=settings.cache_dir,
@@ -466,7 +659,11 @@ COMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (
     add_sessions_commands,
     add_models_commands,
     add_learning_commands,
+    add_evaluate_command,
     add_exchange_command,
+    add_serve_command,
+    add_fill_validation_command,
+    add_actor_command,
 )
 
 
@@ -554,14 +751,21 @@ def _error(message: str) -> None:
     print(f"{PROG}: error: {message}", file=sys.stderr)
 
 
-def _positive_int(text: str) -> int:
+def _tickers(text: str) -> tuple[str, ...]:
     try:
-        number = int(text)
+        return parse_market_tickers(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _layer_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of layer sizes, e.g. 64,64") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"layer sizes must be at least 1, got {text!r}")
+    return sizes
 
 
 def _utc(ms: int) -> str:

@@ -9,6 +9,7 @@ production hosts, and any trading mode other than ``training`` or ``paper``.
 
 from __future__ import annotations
 
+import decimal
 import difflib
 import enum
 import os
@@ -68,6 +69,7 @@ _BASE_URLS = {
 }
 
 DEFAULT_LOCAL_PORT = 8765
+DEFAULT_MAX_DAILY_LOSS = 50_000_000  # micro-dollars: $50
 SQLITE_FILE_NAME = "kalshiflow.db"
 _TICKER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -114,8 +116,9 @@ class Settings:
     market_tickers: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     orderbook_batch_size: int = attrs.field(default=100, validator=[_int, _positive])
     orderbook_flush_interval_s: float = attrs.field(default=1.0, converter=float, validator=_positive)
-    # Parsed for compatibility with the earlier system's variable; the recorder keeps every
-    # delta, because one dropped delta corrupts every book replayed after it.
+    # RL_ORDERBOOK_SAMPLE_RATE: 1 stores every delta; N > 1 stores, per market, one snapshot of
+    # the book per N deltas instead of the deltas (never a subset of deltas, which would corrupt
+    # every book replayed after it). See application.book_sampling.
     orderbook_sample_rate: int = attrs.field(default=1, validator=[_int, _positive])
     actor_enabled: bool = attrs.field(default=False, validator=attrs.validators.instance_of(bool))
     actor_strategy: ActorStrategy = attrs.field(
@@ -124,6 +127,10 @@ class Settings:
     actor_model_path: Path | None = attrs.field(default=None, validator=_path_or_none)
     actor_throttle_ms: int = attrs.field(default=250, validator=[_int, _not_negative])
     actor_contract_size: int = attrs.field(default=10, validator=[_int, _positive])
+    # Risk limits (domain.risk): whole contracts per market, orders open at once, micro-dollars a day.
+    actor_max_position: int = attrs.field(default=50, validator=[_int, _positive])
+    actor_max_open_orders: int = attrs.field(default=10, validator=[_int, _positive])
+    actor_max_daily_loss: int = attrs.field(default=DEFAULT_MAX_DAILY_LOSS, validator=[_int, _positive])
     kalshi_env: KalshiEnv = attrs.field(default=KalshiEnv.LOCAL, validator=attrs.validators.instance_of(KalshiEnv))
     kalshi_local_port: int = attrs.field(default=DEFAULT_LOCAL_PORT, validator=_int)
     kalshi_rest_url: str = attrs.field(validator=attrs.validators.instance_of(str))
@@ -205,6 +212,9 @@ KNOWN_VARIABLES = (
     "RL_ACTOR_MODEL_PATH",
     "RL_ACTOR_THROTTLE_MS",
     "RL_ACTOR_CONTRACT_SIZE",
+    "RL_ACTOR_MAX_POSITION",
+    "RL_ACTOR_MAX_OPEN_ORDERS",
+    "RL_ACTOR_MAX_DAILY_LOSS",
     "RL_TRADING_MODE",
     "RL_DATA_DIR",
 )
@@ -256,6 +266,11 @@ class _EnvParser:
             "actor_model_path": read("RL_ACTOR_MODEL_PATH", Path, None),
             "actor_throttle_ms": read("RL_ACTOR_THROTTLE_MS", _at_least(0, "e.g. 250"), 250),
             "actor_contract_size": read("RL_ACTOR_CONTRACT_SIZE", _at_least(1, "e.g. 10"), 10),
+            "actor_max_position": read(
+                "RL_ACTOR_MAX_POSITION", _at_least(1, "whole contracts per market, e.g. 50"), 50
+            ),
+            "actor_max_open_orders": read("RL_ACTOR_MAX_OPEN_ORDERS", _at_least(1, "e.g. 10"), 10),
+            "actor_max_daily_loss": read("RL_ACTOR_MAX_DAILY_LOSS", _dollars, DEFAULT_MAX_DAILY_LOSS),
             "kalshi_local_port": read("KALSHI_LOCAL_PORT", _port, DEFAULT_LOCAL_PORT),
             "data_dir": read("RL_DATA_DIR", Path, Path("data")),
         }
@@ -289,6 +304,11 @@ class _EnvParser:
             self.problems.append(
                 "KALSHI_API_KEY_ID and KALSHI_PRIVATE_KEY_PATH: set both (the key id and the PEM "
                 "file of the same API key) or neither"
+            )
+        if values["actor_max_position"] < values["actor_contract_size"]:
+            self.problems.append(
+                f"RL_ACTOR_MAX_POSITION={values['actor_max_position']} is below RL_ACTOR_CONTRACT_SIZE="
+                f"{values['actor_contract_size']}: no order could ever be placed; raise the limit or lower the size"
             )
         if values["actor_enabled"] and values["actor_strategy"] is ActorStrategy.DISABLED:
             self.problems.append(
@@ -358,6 +378,19 @@ def _seconds(text: str) -> float:
     return seconds
 
 
+def _dollars(text: str) -> int:
+    """A positive dollar amount ("50", "12.50") to micro-dollars, exactly."""
+    problem = "must be a positive dollar amount with at most 6 decimals, e.g. 50 or 12.50"
+    try:
+        amount = decimal.Decimal(text.removeprefix("$"))
+    except decimal.InvalidOperation:
+        raise _Invalid(problem) from None
+    micros = amount * 1_000_000
+    if not amount.is_finite() or micros <= 0 or micros != micros.to_integral_value():
+        raise _Invalid(problem)
+    return int(micros)
+
+
 def _port(text: str) -> int:
     port = _at_least(1, "a TCP port such as 8765")(text)
     if port > 65535:
@@ -404,6 +437,12 @@ def _ticker_list(text: str) -> tuple[str, ...]:
             "such as INXD-25JAN03,KXBTC-25DEC31"
         )
     return tickers
+
+
+def parse_market_tickers(text: str) -> tuple[str, ...]:
+    """Comma-separated market tickers, as RL_MARKET_TICKERS takes them (for a command-line
+    option); raises ValueError naming the ones that are not tickers."""
+    return _ticker_list(text)
 
 
 def _postgres_dsn(text: str) -> str:

@@ -1,16 +1,19 @@
 """``kalshiflow-rl exchange``: run the local Kalshi exchange on 127.0.0.1.
 
-Kalshi's WebSocket API v2 at ``ws://127.0.0.1:PORT/trade-api/ws/v2``, over SYNTHETIC order
-flow, for tests and demos. What it prints on stdout is meant for programs as much as people:
+Kalshi's WebSocket API v2 at ``ws://127.0.0.1:PORT/trade-api/ws/v2`` and its REST trade API
+at ``http://127.0.0.1:PORT/trade-api/v2``, over SYNTHETIC order flow, for tests and demos. What
+it prints on stdout is meant for programs as much as people:
 
     listening ws://127.0.0.1:PORT/trade-api/ws/v2      (first line, as soon as it accepts clients)
     markets SYN-0-M0 SYN-0-M1 SYN-0-M2
     stopped: max-events reached after 5000 events; 2 connection(s) served
     book SYN-0-M0 {"market_ticker":...,"yes_dollars_fp":[...],"no_dollars_fp":[...]}
+    account KEY {"balance_dollars":"...","positions":{"SYN-0-M0":"-3.00"},"fills":N,"orders":N}
 
 The ``book`` lines (the exchange's final books, in the shape of an ``orderbook_snapshot``'s
 ``msg``) come at the end of a run that ended by itself (``--max-events``, ``--duration``, or
-every market resolved), so a client can check the book it rebuilt.
+every market resolved), so a client can check the book it rebuilt; an ``account`` line follows
+for each API key that placed orders, so a trading client can check its ledger.
 """
 
 from __future__ import annotations
@@ -24,7 +27,12 @@ from adapters.kalshi import wire
 from adapters.kalshi.auth import KeyLoadError, public_key_from_pem
 from adapters.local_exchange import ExchangeConfig, FaultSyntaxError, LocalExchange, parse_fault
 from adapters.local_exchange.faults import Fault
+from adapters.local_exchange.trading.formats import dollars
+from adapters.local_exchange.trading.rate_limit import TIERS, RateTier, parse_tier
 from adapters.synthetic.market_model import TICK_STRUCTURES, SyntheticMarketConfig
+from domain.fees import FeeSchedule
+from domain.values import MONEY_DECIMALS, FixedPointError, format_count, parse_fixed
+from entrypoints.arguments import non_negative_int, positive_int
 from entrypoints.config import Settings
 from entrypoints.container import Container
 
@@ -39,6 +47,7 @@ faults (--fault, repeatable): KIND@N[:SECONDS][#CONNECTION], at the N-th book me
   duplicate@N         message N is sent twice
   malformed@N         a torn copy of message N (not JSON) is sent just before it
   stall@N:SECONDS     nothing is sent for SECONDS before message N
+  drop-fill@N         cut the connection where its N-th fill message would go (counts fills)
 #CONNECTION picks the connection (numbered from 1 in handshake order; * = every one);
 the default #1 leaves a reconnecting client a clean connection.
 Example: --fault skip-seq@100 --fault stall@500:3 --fault drop-connection@2000#*"""
@@ -51,9 +60,12 @@ def add_exchange_command(commands: argparse._SubParsersAction) -> None:
         description=(
             "Serve Kalshi's WebSocket API v2 on 127.0.0.1 (/trade-api/ws/v2): signed handshakes\n"
             "checked against --public-key; subscribe, unsubscribe, update_subscription and\n"
-            "list_subscriptions; orderbook_snapshot then orderbook_delta with per-sid seq, trade\n"
-            "and ticker; Kalshi's error codes; pings every --heartbeat seconds. The order flow is\n"
-            "SYNTHETIC (tickers SYN-<seed>-M<i>). Prints 'listening <url>' first; Ctrl-C stops it."
+            "list_subscriptions; orderbook_snapshot then orderbook_delta with per-sid seq, trade,\n"
+            "ticker and the private fill channel; Kalshi's error codes; pings every --heartbeat\n"
+            "seconds. Also the REST trade API (V2) under /trade-api/v2: orders matched against\n"
+            "the synthetic books, one account per key with --balance, fees, settlement, rate\n"
+            "limits. The order flow is SYNTHETIC (tickers SYN-<seed>-M<i>). Prints\n"
+            "'listening <url>' first; Ctrl-C stops it."
         ),
         epilog=_FAULT_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -68,7 +80,7 @@ def add_exchange_command(commands: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--public-key", type=Path, required=True, metavar="PEM", help="PEM file of that key's RSA public key"
     )
-    parser.add_argument("--markets", type=_at_least(1), default=3, metavar="N", help="synthetic markets (default 3)")
+    parser.add_argument("--markets", type=positive_int, default=3, metavar="N", help="synthetic markets (default 3)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed of the order flow (default 0)")
     parser.add_argument(
         "--speed",
@@ -91,19 +103,40 @@ def add_exchange_command(commands: argparse._SubParsersAction) -> None:
         help="price grid of the markets (legacy needs linear_cent; default linear_cent)",
     )
     parser.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after this long")
-    parser.add_argument("--max-events", type=_at_least(1), metavar="N", help="stop after publishing N market events")
+    parser.add_argument("--max-events", type=positive_int, metavar="N", help="stop after publishing N market events")
     parser.add_argument(
         "--fault", type=_fault, action="append", default=[], metavar="SPEC", help="inject a fault; syntax below"
     )
     parser.add_argument(
         "--send-buffer",
-        type=_at_least(1),
+        type=positive_int,
         default=10_000,
         metavar="N",
         help="messages a connection may have waiting before its subscription is dropped with error 25 (default 10000)",
     )
     parser.add_argument(
         "--heartbeat", type=_seconds, default=10.0, metavar="SECONDS", help="ping interval (default 10)"
+    )
+    parser.add_argument(
+        "--balance",
+        type=_dollars,
+        default=1_000 * 10**MONEY_DECIMALS,
+        metavar="DOLLARS",
+        help="starting cash of the key's account, e.g. 250.00 (default 1000)",
+    )
+    parser.add_argument(
+        "--fees",
+        choices=tuple(FEE_SCHEDULES),
+        default="standard",
+        help="fee schedule: standard (takers 7%%, makers free), maker-fees (makers 1.75%%), zero; "
+        "default standard",
+    )
+    parser.add_argument(
+        "--rate-tier",
+        type=_rate_tier,
+        default=TIERS["basic"],
+        metavar="TIER",
+        help=f"REST rate limits: {', '.join(TIERS)}, or READ/WRITE tokens per second (default basic: 200/100)",
     )
     parser.set_defaults(run=exchange)
 
@@ -131,6 +164,16 @@ async def exchange(args: argparse.Namespace, settings: Settings, container: Cont
     for ticker in local.tickers:
         book = wire.snapshot_message(local.markets.snapshot(ticker), sid=0, seq=0)["msg"]
         print(f"book {ticker} {wire.encode(book).decode()}")
+    for key_id, account in local.accounts.items():
+        if account.orders:
+            ledger = account.ledger
+            summary = {
+                "balance_dollars": dollars(ledger.cash),
+                "positions": {ticker: format_count(p.quantity) for ticker, p in sorted(ledger.positions.items())},
+                "fills": len(account.fills),
+                "orders": len(account.orders),
+            }
+            print(f"account {key_id} {wire.encode(summary).decode()}")
     return 0
 
 
@@ -166,7 +209,17 @@ def exchange_config(args: argparse.Namespace, settings: Settings) -> ExchangeCon
         faults=args.fault,
         send_buffer=args.send_buffer,
         heartbeat_s=args.heartbeat,
+        starting_balance=args.balance,
+        fees=FEE_SCHEDULES[args.fees](),
+        rate_tier=args.rate_tier,
     )
+
+
+FEE_SCHEDULES = {
+    "standard": FeeSchedule.kalshi_standard,
+    "maker-fees": FeeSchedule.kalshi_with_maker_fees,
+    "zero": FeeSchedule.zero,
+}
 
 
 def _now_ms() -> int:
@@ -180,6 +233,23 @@ def _fault(text: str) -> Fault:
     try:
         return parse_fault(text)
     except FaultSyntaxError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _dollars(text: str) -> int:
+    try:
+        micros = parse_fixed(text, MONEY_DECIMALS, what="balance")
+    except FixedPointError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    if micros < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0 dollars, got {text}")
+    return micros
+
+
+def _rate_tier(text: str) -> RateTier:
+    try:
+        return parse_tier(text)
+    except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
@@ -207,21 +277,8 @@ def _speed(text: str) -> float:
     return value
 
 
-def _at_least(minimum: int):  # noqa: ANN202 - an argparse type
-    def whole(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    return whole
-
-
 def _port(text: str) -> int:
-    value = _at_least(0)(text)
+    value = non_negative_int(text)
     if value > 65_535:
         raise argparse.ArgumentTypeError(f"a port is at most 65535, got {value}")
     return value

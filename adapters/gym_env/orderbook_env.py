@@ -3,26 +3,42 @@
 An episode is one market of one recorded session (a :class:`~domain.market_tape.MarketTape`),
 from its first snapshot to its resolution; an episode never spans two markets. At each step the
 agent sees the observation of row ``i`` (``domain.features``: built from data at or before that
-row's time), picks one of five actions (``domain.actions``), and the environment
+row's time), picks an action of its action space (``domain.actions``: the five-action
+``single-size`` space or the 21-action ``sized`` one, per :class:`~domain.actions.ActionConfig`),
+and the environment
 
-1. places the decoded order against the book of row ``i`` (crossing fills happen now),
-2. moves to row ``i + 1``, letting the trades printed in between fill a resting order,
+1. sends the decoded order to the simulated exchange at row ``i``'s time, with a cancel of the
+   market's open order first (one order per market: a new decision replaces the old one; an
+   order the same as the open one -- side, price and size -- leaves it alone, keeping its place
+   in the queue, as any execution layer would),
+2. replays the market to row ``i + 1``: the order takes effect after the exchange's latency
+   against the book as it stands then (crossing fills), rests in its level's queue, and the
+   market log in between fills it or not (:mod:`adapters.simulated_exchange`),
 3. on the last row, settles the market through the ledger when the recording has its result,
 4. values the account at row ``i + 1``'s mark and pays the reward of
    :class:`~domain.rewards.RewardFunction` on the change.
 
 Actions that are illegal at the moment (see :meth:`action_masks`) do nothing, as HOLD does,
-and are counted in ``info``. The observation never names a market: one model trades them all.
-Episodes are drawn with the environment's seeded generator; ``reset(options={"episode": k})``
-picks tape ``k`` instead (evaluation walks the tapes that way).
+and are counted in ``info``. A legal order can still be refused when it takes effect (the
+position or cash changed while it travelled); those are counted too. The observation never
+names a market: one model trades them all. How the exchange fills (latency, queue model,
+consumed-liquidity refill) is its :class:`~adapters.simulated_exchange.ExchangeConfig`, the
+``exchange`` argument. Episodes are drawn with the environment's seeded generator (which also
+seeds the exchange's); ``reset(options={"episode": k})`` picks tape ``k`` instead (evaluation
+walks the tapes that way).
 
-``info`` carries ``portfolio_value`` (micro-dollars) and ``action_mask`` at reset and every step,
-and on the last step ``episode_summary`` (:meth:`domain.rewards.EpisodeSummary.as_dict`),
-``action_counts``, ``illegal_actions`` and ``orders_placed``.
+The observation is assembled by :class:`domain.features.ObservationBuilder` from the tape's
+precomputed market rows -- the same builder, fed the same way, as the live actor's
+(``application.observation``). ``info`` carries ``portfolio_value`` (micro-dollars) and
+``action_mask`` at reset and every step, and on the last step ``episode_summary``
+(:meth:`domain.rewards.EpisodeSummary.as_dict`), ``action_counts`` (indexed like
+``decoder.action_names``), ``illegal_actions``, ``orders_placed`` and ``orders_rejected``. The
+observation's order block describes the market's latest open order, pending or resting.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,23 +46,33 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from adapters.simulated_exchange import SimulatedExchange
-from domain.actions import ACTION_COUNT, ActionConfig, ActionDecoder
-from domain.features import (
-    FEATURE_BOUND,
-    MARKET_FEATURE_COUNT,
-    OBSERVATION_SIZE,
-    write_order_features,
-    write_portfolio_features,
-)
+from adapters.simulated_exchange import ExchangeConfig, ReplayedMarket, SimulatedExchange
+from domain.actions import ActionConfig, ActionDecoder
+from domain.features import FEATURE_BOUND, OBSERVATION_SIZE, ObservationBuilder
 from domain.fees import FeeSchedule
 from domain.ledger import Ledger
 from domain.market_tape import MarketTape
-from domain.orders import OrderSide
+from domain.orders import Order, OrderRequest
 from domain.rewards import EpisodeStats, RewardFunction
 from domain.values import MONEY_SCALE, ONE_DOLLAR
 
 DEFAULT_INITIAL_CASH = 100 * MONEY_SCALE  # $100
+_MASK_CACHE_SIZE = 1 << 16
+
+
+class _TapeRows:
+    """What a step reads from a tape, as plain lists (indexing a list is several times cheaper
+    than indexing numpy), built once per tape and shared by its episodes."""
+
+    __slots__ = ("market", "times", "yes_bid", "yes_ask", "marks", "features")
+
+    def __init__(self, tape: MarketTape) -> None:
+        self.market = ReplayedMarket(tape)
+        self.times = self.market.times
+        self.yes_bid: list[int] = tape.bid_prices[:, 0, 0].tolist()
+        self.yes_ask: list[int] = [ONE_DOLLAR - no if no >= 0 else -1 for no in tape.bid_prices[:, 1, 0].tolist()]
+        self.marks: list[int] = tape.marks.tolist()
+        self.features = tape.features  # float32 rows, copied into the observation as they are
 
 
 class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
@@ -60,6 +86,7 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
         fees: FeeSchedule | None = None,
         reward: RewardFunction | None = None,
         initial_cash: int = DEFAULT_INITIAL_CASH,
+        exchange: ExchangeConfig | None = None,
         render_mode: str | None = None,
     ) -> None:
         if not tapes:
@@ -73,17 +100,49 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
         self.fees = fees or FeeSchedule.kalshi_standard()
         self.reward_function = reward or RewardFunction()
         self.initial_cash = initial_cash
+        self.exchange_config = exchange or ExchangeConfig()
         self.render_mode = render_mode
         self.decoder = ActionDecoder(self.action_config, self.fees)
+        self.observation_builder = ObservationBuilder(
+            initial_cash=initial_cash,
+            max_position=self.action_config.max_position,
+            order_size=self.action_config.order_sizes[-1],
+        )
         self.observation_space = spaces.Box(-FEATURE_BOUND, FEATURE_BOUND, (OBSERVATION_SIZE,), np.float32)
-        self.action_space = spaces.Discrete(ACTION_COUNT)
-        self._observation = np.zeros(OBSERVATION_SIZE, dtype=np.float32)
-        self._mask = np.ones(ACTION_COUNT, dtype=bool)
+        self.action_space = spaces.Discrete(self.decoder.action_count)
+        self._action_count = self.decoder.action_count
+        self._hold_only = (True,) + (False,) * (self._action_count - 1)
+        self._legal: tuple[bool, ...] = self._hold_only
+        self._hold_only_array = _frozen_mask(self._hold_only)
+        self._mask_array = self._hold_only_array  # self._legal as an array, for info
+        self._masks: dict[tuple[int, int, int, int], tuple[tuple[bool, ...], np.ndarray]] = {}  # see _update_mask
+        self._ample_buying_power = self.decoder.ample_buying_power
         self._tape: MarketTape | None = None
+        self._rows: dict[int, _TapeRows] = {}  # built on first use, shared by episodes
 
     @property
     def episode_count(self) -> int:
         return len(self.tapes)
+
+    @property
+    def ledger(self) -> Ledger:
+        """The account of the current episode (read it; the environment books into it)."""
+        return self._ledger
+
+    @property
+    def open_order(self) -> Order | None:
+        """The market's latest open order, pending or resting: the one the observation describes."""
+        return self._exchange.latest_order(self._ticker)
+
+    @property
+    def buying_power(self) -> int:
+        """Cash an order in the episode's market may use (what the action mask checks against)."""
+        return self._exchange.buying_power(self._ticker)
+
+    @property
+    def order_age(self) -> int:
+        """Steps since the latest order was sent (what the observation's ``order_age`` measures)."""
+        return self._row - self._order_row
 
     # -- gymnasium API ----------------------------------------------------------------------
     def reset(
@@ -99,30 +158,30 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
         tape = self._tape = self.tapes[episode]
         self._episode = episode
         self._ticker = tape.ticker
-        # Plain lists for the per-step reads: indexing a list is several times cheaper than numpy.
-        self._times = tape.times.tolist()
-        self._yes_bid = tape.bid_prices[:, 0, 0].tolist()
-        self._no_bid = tape.bid_prices[:, 1, 0].tolist()
-        self._marks = tape.marks.tolist()
-        self._offsets = tape.trade_offsets.tolist()
-        self._trade_prices = tape.trade_prices.tolist()
-        self._trade_counts = tape.trade_counts.tolist()
+        rows = self._rows.get(episode)
+        if rows is None:
+            rows = self._rows[episode] = _TapeRows(tape)
+        self._times, self._yes_bid, self._yes_ask = rows.times, rows.yes_bid, rows.yes_ask
+        self._marks, self._features = rows.marks, rows.features
         self._last_row = tape.steps - 1
         self._row = 0
         self._ledger = Ledger(self.initial_cash)
-        self._exchange = SimulatedExchange(self._ledger, self.fees)
+        # The exchange draws from its own generator (the probabilistic queue model), seeded here.
+        rng = random.Random(int(self.np_random.integers(2**63)))
+        self._exchange = SimulatedExchange(self._ledger, self.fees, config=self.exchange_config, rng=rng)
+        self._exchange.open_market(rows.market)
         self._stats = EpisodeStats(self.initial_cash)
         self._value = self.initial_cash
         self._order_row = 0
         self._orders_placed = 0
-        self._action_counts = [0] * ACTION_COUNT
+        self._action_counts = [0] * self._action_count
         self._illegal = 0
         self._update_mask()
         info = {
             "episode": episode,
             "steps": self._last_row,
             "portfolio_value": self._value,
-            "action_mask": self._mask.copy(),
+            "action_mask": self._mask_array.copy(),
         }
         return self._observe(), info
 
@@ -132,32 +191,28 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
         if self._row >= self._last_row:
             raise RuntimeError("the episode has ended; call reset()")
         action = int(action)
-        if not 0 <= action < ACTION_COUNT:
-            raise ValueError(f"action must be in 0..{ACTION_COUNT - 1}, got {action}")
+        if not 0 <= action < self._action_count:
+            raise ValueError(f"action must be in 0..{self._action_count - 1}, got {action}")
         self._action_counts[action] += 1
         stats = self._stats
         exchange = self._exchange
         ticker = self._ticker
         row = self._row
-        legal = bool(self._mask[action])
+        legal = self._legal[action]
+        sent = None
         if not legal:
             self._illegal += 1
         elif action:
-            self._place(action, row)
+            sent = self._place(action, row)
 
         row += 1
         self._row = row
-        start, stop = self._offsets[row], self._offsets[row + 1]
-        if start < stop and exchange.resting_order(ticker) is not None:
-            time_ms = self._times[row]
-            for trade in range(start, stop):
-                execution = exchange.on_trade(ticker, self._trade_prices[trade], self._trade_counts[trade], time_ms)
-                if execution is not None:
-                    stats.record_fill(execution.fill.fee)
-                    if execution.closed:
-                        stats.record_closed_trade(execution.realized_pnl)
-                    if exchange.resting_order(ticker) is None:
-                        break
+        fills = []
+        for execution in exchange.advance(ticker, row):
+            fills.append(execution.fill)
+            stats.record_fill(execution.fill.fee)
+            if execution.closed:
+                stats.record_closed_trade(execution.realized_pnl)
 
         ended = row == self._last_row
         terminated = ended and self._tape.result is not None
@@ -165,96 +220,99 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
             settlement = exchange.settle(ticker, self._tape.result)
             if settlement.closed:
                 stats.record_closed_trade(settlement.realized_pnl)
-        position = self._ledger.position(ticker)
-        value = self._ledger.cash + position.market_value(self._marks[row])
-        reward = self.reward_function.reward(value - self._value, position.quantity)
+        position = self._ledger.find_position(ticker)
+        quantity = 0 if position is None else position.quantity
+        market_value = position.market_value(self._marks[row]) if quantity else 0  # type: ignore[union-attr]
+        value = self._ledger.cash + market_value
+        reward = self.reward_function.reward(value - self._value, quantity)
         self._value = value
         stats.record_step(value)
 
         self._update_mask()
         info: dict[str, Any] = {
             "portfolio_value": value,
-            "position": position.quantity,
+            "position": quantity,
             "illegal_action": not legal,
-            "action_mask": self._mask.copy(),
+            "action_mask": self._mask_array.copy(),
+            "order": sent,  # the order this step sent (None: held, or kept the working one)
+            "fills": fills,  # this step's fills, of any order
         }
         if ended:
             info["episode_summary"] = stats.summary().as_dict()
             info["action_counts"] = list(self._action_counts)
             info["illegal_actions"] = self._illegal
             info["orders_placed"] = self._orders_placed
+            info["orders_rejected"] = len(exchange.rejections)
         return self._observe(), reward, terminated, ended and not terminated, info
 
     def action_masks(self) -> np.ndarray:
         """The actions legal now (the name sb3-contrib's maskable algorithms look for)."""
-        return self._mask.copy()
+        return self._mask_array.copy()
 
-    # -- internals --------------------------------------------------------------------------
-    def _place(self, action: int, row: int) -> None:
-        yes_bid, no_bid = self._yes_bid[row], self._no_bid[row]
-        self._orders_placed += 1
-        request = self.decoder.decode(
+    def decode(self, action: int) -> OrderRequest | None:
+        """The order ``action`` would place now (None: HOLD or not possible), from the current
+        row's top of book and the market's position."""
+        row = self._row
+        return self.decoder.decode(
             action,
             ticker=self._ticker,
-            yes_bid=yes_bid,
-            yes_ask=ONE_DOLLAR - no_bid if no_bid >= 0 else -1,
+            yes_bid=self._yes_bid[row],
+            yes_ask=self._yes_ask[row],
             position=self._ledger.quantity(self._ticker),
-            client_order_id=f"agent-{self._orders_placed}",
+            client_order_id=f"agent-{self._orders_placed + 1}",
         )
+
+    # -- internals --------------------------------------------------------------------------
+    def _place(self, action: int, row: int) -> Order | None:
+        request = self.decode(action)
         if request is None:  # unreachable for a legal action; kept as a guard, not a path
             raise RuntimeError(f"legal action {action} decoded to no order at row {row}")
-        tape = self._tape
-        assert tape is not None
-        outcome = self._exchange.submit(
-            request, yes_bids=tape.bids(row, 0), no_bids=tape.bids(row, 1), ts_ms=self._times[row]
-        )
-        if outcome.reason is not None:
-            raise RuntimeError(f"the exchange refused a legal action {action}: {outcome.reason}")
+        exchange, now = self._exchange, self._times[row]
+        working = exchange.latest_order(self._ticker)
+        if working is not None:
+            if working.side is request.side and working.price == request.price and working.remaining == request.count:
+                return None  # already working: sending it again would only lose its place in the queue
+            exchange.cancel_all(self._ticker, ts_ms=now)  # one order per market: the new one replaces it
+        self._orders_placed += 1
+        order = exchange.submit(request, ts_ms=now)
         self._order_row = row
-        for execution in outcome.executions:
-            self._stats.record_fill(execution.fill.fee)
-            if execution.closed:
-                self._stats.record_closed_trade(execution.realized_pnl)
+        return order
 
     def _update_mask(self) -> None:
         row = self._row
         if row >= self._last_row:
-            self._mask[:] = False
-            self._mask[0] = True
+            self._legal, self._mask_array = self._hold_only, self._hold_only_array
             return
-        no_bid = self._no_bid[row]
-        self.decoder.mask(
-            self._mask,
-            yes_bid=self._yes_bid[row],
-            yes_ask=ONE_DOLLAR - no_bid if no_bid >= 0 else -1,
-            position=self._ledger.quantity(self._ticker),
-            buying_power=self._exchange.buying_power(self._ticker),
-        )
+        ticker = self._ticker
+        position, buying_power = self._ledger.quantity(ticker), self._exchange.buying_power(ticker)
+        # Above the decoder's ample buying power every order is affordable: the mask no longer
+        # depends on the exact amount, so one cache entry serves every such amount.
+        key = (self._yes_bid[row], self._yes_ask[row], position, min(buying_power, self._ample_buying_power))
+        entry = self._masks.get(key)
+        if entry is None:  # the same book, position and cash recur step after step: decide once
+            if len(self._masks) >= _MASK_CACHE_SIZE:
+                self._masks.clear()
+            legal = tuple(
+                self.decoder.legal_actions(yes_bid=key[0], yes_ask=key[1], position=position, buying_power=key[3])
+            )
+            entry = self._masks[key] = (legal, _frozen_mask(legal))
+        self._legal, self._mask_array = entry
 
     def _observe(self) -> np.ndarray:
-        assert self._tape is not None
+        """The observation of the current row (through the builder's account path, as the live
+        actor's)."""
         row = self._row
-        out = self._observation
-        out[:MARKET_FEATURE_COUNT] = self._tape.features[row]
-        mark = self._marks[row]
-        position = self._ledger.position(self._ticker)
-        write_portfolio_features(
-            out,
-            quantity=position.quantity,
-            cost_basis=position.cost_basis,
-            market_value=position.market_value(mark),
-            cash=self._ledger.cash,
-            initial_cash=self.initial_cash,
-            max_position=self.action_config.max_position,
+        return self.observation_builder.observe_account(
+            self._features[row],
+            self._marks[row],
+            self._ledger.find_position(self._ticker),
+            self._ledger.cash,
+            self._exchange.latest_order(self._ticker),
+            row - self._order_row,
         )
-        order = self._exchange.resting_order(self._ticker)
-        write_order_features(
-            out,
-            is_bid=None if order is None else order.side is OrderSide.BID,
-            price=0 if order is None else order.price,
-            remaining=0 if order is None else order.remaining,
-            age_steps=row - self._order_row,
-            mark=mark,
-            order_size=self.action_config.order_size,
-        )
-        return out.copy()
+
+
+def _frozen_mask(legal: tuple[bool, ...]) -> np.ndarray:
+    """``legal`` as a read-only array (a view of immutable bytes; about half the cost of
+    ``np.array`` on a tuple): cached per mask, handed out as copies."""
+    return np.frombuffer(bytes(legal), dtype=bool)

@@ -38,7 +38,13 @@ class LatencyHistogram:
         self.total_ns = 0
 
     def record(self, ns: int) -> None:
-        self._counts[_bucket(ns)] += 1
+        # _bucket, inlined: this runs once per book message.
+        if ns < _EXACT:
+            bucket = ns if ns > 0 else 0
+        else:
+            bits = ns.bit_length()
+            bucket = _EXACT + (bits - 5) * _SUB + ((ns >> (bits - 1 - _SUB_BITS)) & (_SUB - 1))
+        self._counts[bucket] += 1
         self.count += 1
         self.total_ns += ns
         if ns > self.max_ns:

@@ -43,7 +43,7 @@ from time import perf_counter_ns
 import attrs
 import orjson
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
 from adapters.kalshi.latency import LatencyHistogram
 from adapters.kalshi.parsing import (
@@ -70,6 +70,7 @@ CHANNELS = (BOOK_CHANNEL, TRADE_CHANNEL)
 _RESUBSCRIBE_CODES = frozenset(code.value for code in WsErrorCode if code.needs_resubscribe)
 _LOGGED_IN_FULL = 10  # bad messages logged one by one; after that, one log line per 1000
 _EXCERPT = 200
+_LOOP_TURN_NS = 1_000_000  # a busy reader lets the event loop run other tasks at least this often
 
 _IN_ORDER = SeqStatus.IN_ORDER
 _DUPLICATE = SeqStatus.DUPLICATE
@@ -202,13 +203,26 @@ class KalshiMarketDataFeed:
                     for chunk_start in range(0, len(self.tickers), self._chunk):
                         self._subscribe(self.tickers[chunk_start : chunk_start + self._chunk], self._channels)
                     await self._send_outbox(connection)
-                    async for frame in connection:
+                    receive, handle = connection.recv, self._handle
+                    turn_ns = perf_counter_ns()
+                    while True:
+                        try:
+                            # Undecoded: orjson reads the UTF-8 bytes as they came.
+                            frame = await receive(decode=False)
+                        except ConnectionClosedOK:
+                            break  # a clean close; the client decides whether to reconnect
                         received_ns = perf_counter_ns()
-                        event = self._handle(frame, received_ns)
+                        event = handle(frame, received_ns)
                         if self._outbox:
                             await self._send_outbox(connection)
                         if event is not None:
                             yield event
+                        if received_ns - turn_ns > _LOOP_TURN_NS:
+                            # recv() does not suspend while frames are buffered, and one socket
+                            # read buffers a thousand: without this a burst would keep the write
+                            # queue's flusher (and the watchdog) off the loop until it is over.
+                            await asyncio.sleep(0)
+                            turn_ns = perf_counter_ns()
                 except ConnectionClosed as error:
                     log.warning("Kalshi connection lost: %s", error)
                 finally:

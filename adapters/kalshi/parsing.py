@@ -4,6 +4,7 @@ One entry point, :func:`parse_frame`, takes a raw frame (``bytes`` or ``str``) a
 
 * a domain event (:class:`~domain.events.BookSnapshot`, :class:`~domain.events.BookDelta`,
   :class:`~domain.events.PublicTrade`) for market data,
+* a :class:`FillMessage` for one of our own executions (the private ``fill`` channel),
 * a small typed control message (:class:`Subscribed`, :class:`Unsubscribed`, :class:`OkReply`,
   :class:`ErrorReply`),
 * :class:`UnknownMessage` for a ``type`` it does not know (not an error: the client counts them),
@@ -31,6 +32,7 @@ import attrs
 import orjson
 
 from domain.events import BookDelta, BookSnapshot, Level, PublicTrade
+from domain.orders import OrderSide
 from domain.values import (
     ONE_DOLLAR,
     FixedPointError,
@@ -152,14 +154,33 @@ class ErrorReply:
 
 @attrs.frozen
 class UnknownMessage:
-    """A well-formed frame of a type this parser does not handle (e.g. ``ticker``, ``fill``)."""
+    """A well-formed frame of a type this parser does not handle (e.g. ``ticker``)."""
 
     type: str
     payload: Mapping[str, Any]
 
 
+@attrs.frozen
+class FillMessage:
+    """One of our own executions from the private ``fill`` channel. ``side`` is the V2 order
+    side (see :func:`order_side_for`), ``price`` the YES price. The channel carries no fee:
+    whoever books the fill supplies it."""
+
+    trade_id: str  # = the fill_id of GET /portfolio/fills
+    order_id: str
+    ticker: str
+    side: OrderSide
+    price: int
+    count: int
+    is_taker: bool
+    ts_ms: int
+    post_position: int | None = None  # count units, + YES / - NO, after this fill
+    client_order_id: str | None = None
+    sid: int | None = None
+
+
 ControlMessage = Union[Subscribed, Unsubscribed, OkReply, ErrorReply]
-ParsedMessage = Union[BookSnapshot, BookDelta, PublicTrade, ControlMessage, UnknownMessage]
+ParsedMessage = Union[BookSnapshot, BookDelta, PublicTrade, FillMessage, ControlMessage, UnknownMessage]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,6 +402,69 @@ def _trade(frame: Mapping[str, Any], msg: Mapping[str, Any], received_ms: int | 
     )
 
 
+# (side, action) of a fill or a V1-style order -> the V2 side on the YES ladder: buying NO is
+# selling YES, selling NO is buying YES.
+_ORDER_SIDES = {
+    ("yes", "buy"): OrderSide.BID,
+    ("yes", "sell"): OrderSide.ASK,
+    ("no", "buy"): OrderSide.ASK,
+    ("no", "sell"): OrderSide.BID,
+}
+
+
+def order_side_for(side: object, action: object) -> OrderSide:
+    """Kalshi's ``side`` (yes/no) and ``action`` (buy/sell) as a V2 order side (bid/ask)."""
+    found = _ORDER_SIDES.get((side, action))  # type: ignore[arg-type]
+    if found is None:
+        raise FixedPointError(f"side/action must be yes|no and buy|sell, got {side!r}/{action!r}")
+    return found
+
+
+def yes_price_of(msg: Mapping[str, Any]) -> int:
+    """The YES price of an execution from ``yes_price_dollars`` and/or ``no_price_dollars``
+    (checked to add up to $1 when both are there)."""
+    yes, no = msg.get("yes_price_dollars"), msg.get("no_price_dollars")
+    if yes is not None:
+        price = _price(yes)
+        if no is not None and _price(no) != ONE_DOLLAR - price:
+            raise FixedPointError(f"yes price {yes!r} and no price {no!r} do not add up to $1")
+        return price
+    if no is not None:
+        return ONE_DOLLAR - _price(no)
+    raise FixedPointError("missing yes_price_dollars and no_price_dollars")
+
+
+def _text(msg: Mapping[str, Any], key: str) -> str:
+    value = msg.get(key)
+    if not isinstance(value, str) or not value:
+        raise FixedPointError(f"missing {key}")
+    return value
+
+
+def _fill(frame: Mapping[str, Any], msg: Mapping[str, Any], received_ms: int | None) -> FillMessage:
+    is_taker = msg.get("is_taker")
+    if not isinstance(is_taker, bool):
+        raise FixedPointError(f"is_taker must be true or false, got {is_taker!r}")
+    count = _count(msg["count_fp"])
+    if count <= 0:
+        raise FixedPointError(f"fill count must be positive, got {count}")
+    post_position = msg.get("post_position_fp")
+    client_order_id = msg.get("client_order_id")
+    return FillMessage(
+        _text(msg, "trade_id"),
+        _text(msg, "order_id"),
+        _ticker(msg),
+        order_side_for(msg.get("side"), msg.get("action")),
+        yes_price_of(msg),
+        count,
+        is_taker,
+        _timestamp_ms(msg, received_ms),
+        None if post_position is None else _count(post_position),
+        client_order_id if isinstance(client_order_id, str) and client_order_id else None,
+        _optional_int(frame.get("sid"), "sid"),
+    )
+
+
 def _subscribed(frame: Mapping[str, Any], msg: Mapping[str, Any], _received_ms: int | None) -> Subscribed:
     channel = msg.get("channel")
     sid = msg.get("sid")
@@ -439,13 +523,14 @@ _PARSERS: dict[str, _Body] = {
     "orderbook_delta": _delta,
     "orderbook_snapshot": _snapshot,
     "trade": _trade,
+    "fill": _fill,
     "subscribed": _subscribed,
     "unsubscribed": _unsubscribed,
     "ok": _ok,
     "error": _error,
 }
 _EMPTY: Mapping[str, Any] = {}
-_NEEDS_MSG = frozenset({"orderbook_delta", "orderbook_snapshot", "trade", "subscribed", "error"})
+_NEEDS_MSG = frozenset({"orderbook_delta", "orderbook_snapshot", "trade", "fill", "subscribed", "error"})
 
 
 # ---------------------------------------------------------------------------------------------

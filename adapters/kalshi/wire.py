@@ -15,6 +15,7 @@ Snapshots carry no time on the wire (as on Kalshi): the parser takes the receive
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
@@ -72,8 +73,37 @@ def _contracts(count: int, what: str) -> int:
 def ms_to_rfc3339(ts_ms: int) -> str:
     """1781159489957 -> ``"2026-06-11T06:31:29.957Z"`` (exact to the millisecond)."""
     seconds, millis = divmod(ts_ms, 1000)
-    moment = _dt.datetime.fromtimestamp(seconds, tz=_dt.timezone.utc)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{millis:03d}Z"
+    return f"{_rfc3339_second(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=1024)
+def _rfc3339_second(seconds: int) -> str:
+    # Deltas come many to a second; formatting a datetime is most of a delta message's cost.
+    return f"{_dt.datetime.fromtimestamp(seconds, tz=_dt.timezone.utc):%Y-%m-%dT%H:%M:%S}"
+
+
+# A delta message formats a price and a count: a table of every price and a bounded memo of
+# counts make that two lookups (formatting costs about a microsecond each).
+_PRICE_TEXT = [format_price(price) for price in range(ONE_DOLLAR + 1)]
+_COUNT_TEXT: dict[int, str] = {}
+_COUNT_MEMO_LIMIT = 1 << 16
+
+
+def _price_text(price: int) -> str:
+    if price.__class__ is int and 0 <= price <= ONE_DOLLAR:
+        return _PRICE_TEXT[price]
+    return format_price(price)
+
+
+def _count_text(count: int) -> str:
+    if count.__class__ is not int:
+        return format_count(count)
+    text = _COUNT_TEXT.get(count)
+    if text is None:
+        if len(_COUNT_TEXT) >= _COUNT_MEMO_LIMIT:
+            _COUNT_TEXT.clear()
+        text = _COUNT_TEXT[count] = format_count(count)
+    return text
 
 
 def _levels_current(levels: Iterable[Level]) -> list[list[str]]:
@@ -127,8 +157,8 @@ def delta_message(
         msg: Message = {
             "market_ticker": event.ticker,
             "market_id": market_id or market_id_for(event.ticker),
-            "price_dollars": format_price(event.price),
-            "delta_fp": format_count(event.delta),
+            "price_dollars": _price_text(event.price),
+            "delta_fp": _count_text(event.delta),
             "side": side,
             "ts": ms_to_rfc3339(event.ts_ms),
             "ts_ms": event.ts_ms,

@@ -70,7 +70,10 @@ class KalshiWebSocketClient:
         open_timeout_s: float = 10.0,
         ping_interval_s: float | None = 20.0,
         ping_timeout_s: float | None = 20.0,
-        close_timeout_s: float = 5.0,
+        # We close only once we have stopped reading; under a flood the server's close frame then
+        # waits behind unread frames our buffer will not take (python-websockets#1555), so a long
+        # wait gains nothing and would hold every shutdown and reconnect.
+        close_timeout_s: float = 1.0,
         random: Callable[[], float] = _random.random,
     ) -> None:
         if not url.startswith(("ws://", "wss://")):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -26,12 +27,16 @@ from adapters.local_exchange.markets import ExchangeMarkets, TickerUpdate
 from adapters.local_exchange.messages import overflow_message, torn_frame
 from adapters.local_exchange.send_queue import ItemKind, SendQueue, SendQueueFull
 from adapters.local_exchange.subscriptions import ConnectionSubscriptions, Forget, Instruction, Send
+from adapters.local_exchange.trading.accounts import AccountFill
 from domain.events import MarketEvent
 
 CLOSE_GOING_AWAY = 1001
 # The ASGI scope extension through which the server lends a connection its transport's abort()
 # (see server.KalshiWebSocketProtocol): ASGI itself has no way to cut a connection at once.
 ABORT_EXTENSION = "kalshiflow.abort"
+# Likewise its send_frames(texts): several text frames in one socket write (see the writer).
+SEND_FRAMES_EXTENSION = "kalshiflow.send_frames"
+BURST_FRAMES = 256  # at most this many queued frames go out in one write
 
 
 def _text(message: wire.Message) -> str:
@@ -48,13 +53,16 @@ class ExchangeConnection:
         era: wire.Era = "current",
         faults: FaultPlan | None = None,
         send_buffer: int = 10_000,
+        owns_client_order: Callable[[str], bool] = lambda _client_order_id: False,
     ) -> None:
         self.number = number  # from 1, in the order handshakes succeeded
         self.websocket = websocket
-        self.subscriptions = ConnectionSubscriptions(markets, era)
+        self.subscriptions = ConnectionSubscriptions(markets, era, owns_client_order)
         self.queue = SendQueue(send_buffer)
         self.faults = faults or {}
         self.book_messages = 0  # queued so far: what fault positions count
+        self.fill_messages = 0  # fill messages queued so far: what drop-fill counts
+        self.cut_at_fill = False  # a drop-fill fault cut it
         self.overflows = 0  # subscriptions dropped for a full queue
         self._ending = False  # a cut or a close is queued: nothing more goes in
         self._tasks: tuple[asyncio.Task[None], ...] = ()
@@ -63,6 +71,22 @@ class ExchangeConnection:
     def on_market_event(self, event: MarketEvent, update: TickerUpdate | None) -> None:
         if not self._ending:
             self._carry_out(self.subscriptions.market_event(event, update))
+
+    def on_fill(self, fill: AccountFill) -> None:
+        """One of the connection's account's executions (for the ``fill`` channel)."""
+        if self._ending:
+            return
+        instructions = self.subscriptions.fill_event(fill)
+        if not instructions:
+            return  # not subscribed to fills here
+        self.fill_messages += 1
+        if FaultKind.DROP_FILL in self.faults.get(self.fill_messages, {}):
+            # The cut goes where this fill would have: the client never receives it.
+            self.cut_at_fill = True
+            self._ending = True
+            self.queue.put_drop()
+            return
+        self._carry_out(instructions)
 
     def close(self, code: int = CLOSE_GOING_AWAY, reason: str = "exchange closing") -> None:
         """Close after everything already queued has been sent."""
@@ -163,11 +187,17 @@ class ExchangeConnection:
 
     async def _write(self) -> None:
         websocket, queue = self.websocket, self.queue
+        send_frames = websocket.scope.get("extensions", {}).get(SEND_FRAMES_EXTENSION, {}).get("send_frames")
         while True:
             item = await queue.get()
             kind = item.kind
             if kind is ItemKind.FRAME:
-                await websocket.send_text(item.value)  # type: ignore[arg-type]
+                if send_frames is None:
+                    await websocket.send_text(item.value)  # type: ignore[arg-type]
+                else:
+                    # The frames queued behind this one share its write: one system call per
+                    # burst instead of one per message, which is most of a fast client's cost.
+                    await send_frames([item.value, *queue.take_frames(BURST_FRAMES - 1)])
             elif kind is ItemKind.STALL:
                 await asyncio.sleep(item.value)  # type: ignore[arg-type]
             elif kind is ItemKind.DROP:

@@ -13,6 +13,9 @@ A fault is written ``KIND@N[:SECONDS][#CONNECTION]``:
   ``malformed``         a torn copy of message N (invalid JSON) is sent just before it
   ``stall``             the connection sends nothing for ``SECONDS`` before message N
                         (required for ``stall``, refused for the others)
+  ``drop-fill``         counts ``fill`` messages instead: the connection is cut where its
+                        N-th fill would go, so that fill never reaches the client (it must
+                        recover it over REST, ``GET /portfolio/fills``)
   ====================  ==============================================================
 
 * ``#CONNECTION`` -- which connection, numbered from 1 in the order their handshakes succeed;
@@ -42,6 +45,7 @@ class FaultKind(enum.Enum):
     DUPLICATE = "duplicate"
     MALFORMED = "malformed"
     STALL = "stall"
+    DROP_FILL = "drop-fill"  # counts fill messages, not book messages
 
 
 FAULT_KINDS: tuple[str, ...] = tuple(kind.value for kind in FaultKind)
@@ -56,7 +60,7 @@ class FaultSyntaxError(ValueError):
 @attrs.frozen
 class Fault:
     kind: FaultKind
-    at: int  # the book message it hits, from 1
+    at: int  # the book message it hits, from 1 (the fill message, for DROP_FILL)
     seconds: float = 0.0  # stall only
     connection: int = 1  # from 1; EVERY_CONNECTION for all
 

@@ -5,6 +5,8 @@
   out rather than invented.
 * the unsolicited ``error`` 25 that drops an overflowing subscription; it names the sid.
 * a torn frame, for the ``malformed`` fault.
+* ``fill`` (private): one execution of the connection's account, fields as
+  :func:`adapters.local_exchange.trading.formats.fill_fields` gives them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 from adapters.kalshi import wire
 from adapters.kalshi.parsing import WsErrorCode
 from adapters.local_exchange.markets import TickerUpdate
+from adapters.local_exchange.trading.accounts import AccountFill
+from adapters.local_exchange.trading.formats import fill_fields
 from domain.values import ONE_CENT_PRICE, ONE_CONTRACT, format_count, format_price
 
 
@@ -56,3 +60,8 @@ def overflow_message(sid: int, channel: str) -> wire.Message:
 def torn_frame(frame: str) -> str:
     """The first half of a frame: what a client gets when a frame is cut short (not JSON)."""
     return frame[: max(1, len(frame) // 2)]
+
+
+def fill_message(fill: AccountFill, sid: int) -> wire.Message:
+    """Current era only: fills arrived after the legacy fields were gone."""
+    return {"type": "fill", "sid": sid, "msg": fill_fields(fill)}

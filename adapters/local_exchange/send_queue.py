@@ -97,6 +97,18 @@ class SendQueue:
         self._data -= removed
         return removed
 
+    def take_frames(self, limit: int) -> list[str]:
+        """Up to ``limit`` frames from the head, without waiting: the run of frames before the
+        next stall, drop or close, which the writer can send in one socket write."""
+        items = self._items
+        frames: list[str] = []
+        while items and len(frames) < limit and items[0].kind is ItemKind.FRAME:
+            item = items.popleft()
+            if item.sid is not None:
+                self._data -= 1
+            frames.append(item.value)  # type: ignore[arg-type]
+        return frames
+
     async def get(self) -> QueueItem:
         while not self._items:
             self._ready.clear()

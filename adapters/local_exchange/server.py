@@ -1,12 +1,14 @@
 """The local Kalshi exchange: Kalshi's WebSocket API v2 on 127.0.0.1, fed by the SYNTHETIC market.
 
-One Starlette app served by uvicorn, so HTTP and WebSocket share one port (the REST trading API
-joins :meth:`LocalExchange.routes` later, under ``/trade-api/v2``). At ``/trade-api/ws/v2``:
+One Starlette app served by uvicorn, so HTTP and WebSocket share one port: Kalshi's REST trade
+API (V2) under ``/trade-api/v2`` (:mod:`adapters.local_exchange.trading`: one account per API
+key, a matching engine trading inside the synthetic books) and, at ``/trade-api/ws/v2``:
 
 * the handshake's ``KALSHI-ACCESS-*`` headers are verified against the configured public keys
   (:func:`adapters.kalshi.auth.verify_request`); a missing header, a bad signature, an unknown
   key or a timestamp more than ``max_clock_skew_ms`` away gets HTTP 401 with Kalshi's JSON body;
-* each accepted connection is an :class:`~adapters.local_exchange.connection.ExchangeConnection`;
+* each accepted connection is an :class:`~adapters.local_exchange.connection.ExchangeConnection`,
+  which also carries its key's account's fills on the private ``fill`` channel;
 * the server pings every ``heartbeat_s`` seconds with the payload ``heartbeat``.
 
 The order flow (:mod:`adapters.local_exchange.market_feed`) plays the synthetic markets into
@@ -23,7 +25,7 @@ import contextlib
 import math
 import socket
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -33,19 +35,27 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import InvalidState
 
 from adapters.kalshi import wire
 from adapters.kalshi.auth import MAX_SKEW_MS, WS_PATH, AuthRejected, verify_request
-from adapters.local_exchange.connection import ABORT_EXTENSION, ExchangeConnection
+from adapters.local_exchange.connection import ABORT_EXTENSION, SEND_FRAMES_EXTENSION, ExchangeConnection
 from adapters.local_exchange.faults import Fault, faults_for_connection
 from adapters.local_exchange.market_feed import SyntheticOrderFlow
 from adapters.local_exchange.markets import ExchangeMarkets
+from adapters.local_exchange.trading.accounts import Account
+from adapters.local_exchange.trading.matching import MatchingEngine
+from adapters.local_exchange.trading.rate_limit import TIERS, RateLimiter, RateTier
+from adapters.local_exchange.trading.rest_api import REST_PATH, TradingApi
 from adapters.synthetic.market_model import SyntheticMarketConfig, SyntheticMarketModel
+from domain.fees import FeeSchedule
 from domain.orderbook import OrderBook
+from domain.values import MONEY_SCALE
 
 HOST = "127.0.0.1"  # never anything else: the exchange is for this machine only
-REST_PATH = "/trade-api/v2"
+DEFAULT_BALANCE = 1_000 * MONEY_SCALE  # $1,000 per account
 HEARTBEAT = b"heartbeat"
 PONG_TIMEOUT_S = 20.0
 STARTUP_TIMEOUT_S = 10.0
@@ -90,6 +100,9 @@ class ExchangeConfig:
     send_buffer: int = 10_000  # market-data messages a connection may have waiting
     heartbeat_s: float = 10.0
     max_clock_skew_ms: int = MAX_SKEW_MS
+    starting_balance: int = DEFAULT_BALANCE  # micro-dollars, for each API key's account
+    fees: FeeSchedule = attrs.field(factory=FeeSchedule.kalshi_standard)
+    rate_tier: RateTier = TIERS["basic"]
 
     def __attrs_post_init__(self) -> None:
         _check(bool(self.api_keys), "api_keys must name at least one accepted key")
@@ -103,6 +116,10 @@ class ExchangeConfig:
         )
         _check(self.send_buffer >= 1, f"send_buffer must be >= 1, got {self.send_buffer}")
         _check(
+            isinstance(self.starting_balance, int) and self.starting_balance >= 0,
+            f"starting_balance must be a whole number of micro-dollars >= 0, got {self.starting_balance!r}",
+        )
+        _check(
             math.isfinite(self.heartbeat_s) and self.heartbeat_s > 0, f"heartbeat_s must be > 0, got {self.heartbeat_s}"
         )
         if self.era == "legacy":
@@ -111,17 +128,34 @@ class ExchangeConfig:
 
 
 class KalshiWebSocketProtocol(WebSocketsSansIOProtocol):
-    """uvicorn's WebSocket protocol with three touches: it pings with Kalshi's ``heartbeat``
+    """uvicorn's WebSocket protocol with four touches: it pings with Kalshi's ``heartbeat``
     payload instead of random bytes (the pong echoes it, which is all the keepalive checks);
     it lends the app the transport's ``abort`` (scope extension ``kalshiflow.abort``) to cut a
-    client that stopped reading; and it counts a handshake answered with a rejection (our 401)
-    as complete, so uvicorn does not log each rejected client as an application error."""
+    client that stopped reading, and :meth:`send_frames` (``kalshiflow.send_frames``) to send
+    a burst of frames in one write; and it counts a handshake answered with a rejection (our
+    401) as complete, so uvicorn does not log each rejected client as an application error."""
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)  # there is none when the upgrade was refused
         if scope is not None:
             scope["extensions"][ABORT_EXTENSION] = {"abort": self.transport.abort}
+            scope["extensions"][SEND_FRAMES_EXTENSION] = {"send_frames": self.send_frames}
+
+    async def send_frames(self, texts: Sequence[str]) -> None:
+        """What ``websocket.send`` does for each text frame, with one transport write for all:
+        the same flow control (wait while the transport is paused) and the same errors."""
+        await self.writable.wait()
+        if self.disconnected:
+            raise ClientDisconnected()
+        if self.close_sent:
+            raise RuntimeError("cannot send a frame after the close frame")
+        try:
+            for text in texts:
+                self.conn.send_text(text.encode())
+        except InvalidState:
+            raise ClientDisconnected() from None
+        self.transport.write(b"".join(self.conn.data_to_send()))
 
     async def send(self, message: Any) -> None:
         await super().send(message)
@@ -159,8 +193,16 @@ class LocalExchange:
         self._flow = SyntheticOrderFlow(
             SyntheticMarketModel(config.market), self.markets, speed=config.speed, max_events=config.max_events
         )
+        self.accounts = {key_id: Account(key_id, config.starting_balance) for key_id in config.api_keys}
+        self.engine = MatchingEngine(
+            self._flow, self.markets, config.fees, self.accounts, is_trading=self._is_trading
+        )
+        self.trading_api = TradingApi(
+            self.engine, config.api_keys, RateLimiter(config.rate_tier), max_clock_skew_ms=config.max_clock_skew_ms
+        )
         self.connections: dict[int, ExchangeConnection] = {}  # live ones, by number
         self.connections_served = 0
+        self.fill_cuts = 0  # connections cut by a drop-fill fault, each losing a fill message
         self.end_reason: str | None = None
         self._finished = asyncio.Event()
         self._stopping = False
@@ -198,13 +240,18 @@ class LocalExchange:
         return self.markets.book(ticker)
 
     def routes(self) -> list[BaseRoute]:
-        return [WebSocketRoute(WS_PATH, self._serve_websocket)]
+        return [WebSocketRoute(WS_PATH, self._serve_websocket), *self.trading_api.routes()]
+
+    def _is_trading(self) -> bool:
+        return not (self._stopping or self._flow.finished or self.end_reason is not None)
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self, *, flow: bool = True) -> None:
         """Open the markets, listen on 127.0.0.1, and (unless ``flow=False``: call
         :meth:`start_flow` later) start the order flow."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP, and
+        # without it an HTTP reply written as headers then body waits ~40 ms for a delayed ACK.
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((HOST, self.config.port))
@@ -302,7 +349,7 @@ class LocalExchange:
     # -- one connection ------------------------------------------------------------------------
     async def _serve_websocket(self, websocket: WebSocket) -> None:
         try:
-            verify_request(
+            key_id = verify_request(
                 websocket.headers,
                 "GET",
                 websocket.scope["path"],
@@ -318,6 +365,7 @@ class LocalExchange:
             await websocket.send_denial_response(JSONResponse(body, status_code=503))
             return
         await websocket.accept()
+        account = self.accounts[key_id]
         self.connections_served += 1
         number = self.connections_served
         connection = ExchangeConnection(
@@ -327,11 +375,15 @@ class LocalExchange:
             era=self.config.era,
             faults=faults_for_connection(self.config.faults, number),
             send_buffer=self.config.send_buffer,
+            owns_client_order=account.client_order_ids.__contains__,
         )
         self.connections[number] = connection
         self.markets.add_listener(connection.on_market_event)
+        account.add_listener(connection.on_fill)
         try:
             await connection.run()
         finally:
+            self.fill_cuts += connection.cut_at_fill
+            account.remove_listener(connection.on_fill)
             self.markets.remove_listener(connection.on_market_event)
             del self.connections[number]

@@ -7,8 +7,10 @@ sid) instructions, in the order the connection must carry them out.
 Kalshi's rules, as kalshi-protocol.md gives them:
 
 * ``subscribe`` opens one sid per channel (sids count from 1 per connection) and acknowledges
-  each with ``subscribed``. Channels: ``orderbook_delta`` (needs markets), ``trade`` and
-  ``ticker`` (every market when none are named).
+  each with ``subscribed``. Channels: ``orderbook_delta`` (needs markets), ``trade``,
+  ``ticker`` and the private ``fill`` (the connection's account's executions; every market
+  when none are named).
+* A ``client_order_id`` on a delta is shown only to the account that owns the order.
 * On an ``orderbook_delta`` sid the book of each market is sent first as an
   ``orderbook_snapshot``, then every change as an ``orderbook_delta``. ``seq`` counts per sid
   from 1, shared by the sid's markets. ``get_snapshot`` and ``add_markets`` send snapshots that
@@ -36,14 +38,16 @@ import orjson
 from adapters.kalshi import wire
 from adapters.kalshi.parsing import WsErrorCode
 from adapters.local_exchange.markets import ExchangeMarkets, TickerUpdate
-from adapters.local_exchange.messages import ticker_message
+from adapters.local_exchange.messages import fill_message, ticker_message
+from adapters.local_exchange.trading.accounts import AccountFill
 from domain.events import BookDelta, BookSnapshot, MarketEvent, PublicTrade
 from domain.values import ONE_DOLLAR, Side
 
 ORDERBOOK = "orderbook_delta"
 TRADE = "trade"
 TICKER = "ticker"
-CHANNELS: tuple[str, ...] = (ORDERBOOK, TRADE, TICKER)
+FILL = "fill"
+CHANNELS: tuple[str, ...] = (ORDERBOOK, TRADE, TICKER, FILL)
 
 # uuid5 per message would be most of a delta's cost: the ids are few, remember them.
 _market_id = functools.lru_cache(maxsize=4096)(wire.market_id_for)
@@ -104,9 +108,15 @@ class CommandRefused(Exception):
 
 
 class ConnectionSubscriptions:
-    def __init__(self, markets: ExchangeMarkets, era: wire.Era = "current") -> None:
+    def __init__(
+        self,
+        markets: ExchangeMarkets,
+        era: wire.Era = "current",
+        owns_client_order: Callable[[str], bool] = lambda _client_order_id: False,
+    ) -> None:
         self.markets = markets
         self.era = era
+        self.owns_client_order = owns_client_order
         self._subscriptions: dict[int, Subscription] = {}
         self._by_channel: dict[str, list[Subscription]] = {channel: [] for channel in CHANNELS}
         self._sids = itertools.count(1)
@@ -145,9 +155,16 @@ class ConnectionSubscriptions:
                     out.append(Send(ticker_message(update, sub.sid, self.era), sub.sid, ticker))
         return out
 
+    def fill_event(self, fill: AccountFill) -> list[Instruction]:
+        """The messages one of the account's fills causes here."""
+        ticker = fill.fill.ticker
+        return [Send(fill_message(fill, sub.sid), sub.sid, ticker) for sub in self._by_channel[FILL] if sub.covers(ticker)]
+
     def _book_message(self, sub: Subscription, event: BookSnapshot | BookDelta) -> Send:
         """Unnumbered (seq 0): see the module docstring."""
         if isinstance(event, BookDelta):
+            if event.client_order_id is not None and not self.owns_client_order(event.client_order_id):
+                event = attrs.evolve(event, client_order_id=None)
             if sub.use_yes_price and event.side == Side.NO:
                 event = attrs.evolve(event, price=ONE_DOLLAR - event.price)
             message = wire.delta_message(event, sub.sid, 0, self.era, _market_id(event.ticker))

@@ -1,151 +1,257 @@
 """Training with Stable-Baselines3: the :class:`~domain.ports.AgentTrainer` port.
 
-Several copies of the environment run in one process (``DummyVecEnv``): the environment step is
-cheap Python, so worker processes would cost more in pickling than they save. Each copy is
-seeded from the training seed, so a run is reproducible on the same machine and library
-versions. Torch is held to ``torch_threads`` threads: the machines are small and shared.
+What one run does, in order:
+
+* ``n_envs`` copies of the environment (``vectorisation``: in this process by default, see
+  :mod:`adapters.sb3.vec_env`), each seeded from the run's seed, with episode statistics
+  (``VecMonitor``) and observation normalisation (``VecNormalize``: running mean and variance,
+  saved into the model file and applied by the loaded policy exactly as in training);
+* PPO from sb3-contrib's ``MaskablePPO`` when action masks are on (the agent never samples an
+  action the environment would refuse), plain PPO or A2C otherwise (an illegal action then acts
+  as HOLD, as the environment treats it);
+* optionally a curriculum (easier markets first, :mod:`adapters.sb3.curriculum`), TensorBoard
+  logs, periodic checkpoints (model files, loadable as policies) and periodic evaluation on the
+  held-out tapes (mean episode reward, logged and returned as metrics).
+
+Same seed, same tapes, same settings -> the same weights, bit for bit, on one machine (tested):
+every source of randomness (torch, numpy, the environments, the curriculum's draws) is seeded
+from the run's seed, and torch runs on ``torch_threads`` threads (1 by default: on a 2-core
+machine shared with the environment, a second thread slows training down; see the benchmark).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+import attrs
 import gymnasium as gym
 import numpy as np
 import torch
+from sb3_contrib import MaskablePPO
+from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.monitor import Monitor
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
-from domain.actions import ACTION_COUNT
+from adapters.sb3.curriculum import CurriculumCallback, CurriculumEnv, easiest_first, tape_difficulty
+from adapters.sb3.model_file import ModelMetadata, ObservationNormalizer, load_model, save_model
+from adapters.sb3.policy import Sb3Agent, Sb3Policy
+from adapters.sb3.settings import ALGORITHMS, DEFAULT_HYPERPARAMETERS, Curriculum, TrainingOptions
+from adapters.sb3.vec_env import vectorised
 from domain.market_tape import MarketTape
-
-ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C}
-
-# Small and quick: a first model in a minute on two cores. Override any of them per run.
-DEFAULT_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
-    "ppo": {
-        "learning_rate": 3e-4,
-        "n_steps": 256,
-        "batch_size": 256,
-        "n_epochs": 4,
-        "gamma": 0.99,
-        "gae_lambda": 0.95,
-        "ent_coef": 0.01,
-        "net_arch": [64, 64],
-    },
-    "a2c": {"learning_rate": 7e-4, "n_steps": 16, "gamma": 0.99, "ent_coef": 0.01, "net_arch": [64, 64]},
-}
 
 EnvFactory = Callable[[Sequence[MarketTape]], gym.Env]
 
 
-class Sb3Policy:
-    """The :class:`~domain.ports.Policy` port over a trained model: its most likely action.
-
-    An action the mask forbids becomes HOLD -- exactly what the environment does with it during
-    training, so the model is judged on the behaviour it learned.
-    """
-
-    def __init__(self, model: BaseAlgorithm) -> None:
-        self.model = model
-
-    def action_probabilities(self, observation: np.ndarray) -> np.ndarray:
-        policy = self.model.policy
-        with torch.no_grad():
-            tensor, _ = policy.obs_to_tensor(np.asarray(observation, dtype=np.float32))
-            probabilities = policy.get_distribution(tensor).distribution.probs  # type: ignore[union-attr]
-        return probabilities.cpu().numpy()[0]
-
-    def act(self, observation: np.ndarray, action_mask: np.ndarray | None = None) -> int:
-        action = int(np.argmax(self.action_probabilities(observation)))
-        if action_mask is not None and not action_mask[action]:
-            return 0
-        return action
-
-
-class Sb3Agent:
-    """A trained Stable-Baselines3 model: the :class:`~domain.ports.TrainedAgent` port."""
-
-    def __init__(self, model: BaseAlgorithm, algorithm: str, hyperparameters: Mapping[str, Any]) -> None:
-        self.model = model
-        self.algorithm = algorithm
-        self.hyperparameters = dict(hyperparameters)
-
-    def save(self, path: str) -> None:
-        self.model.save(path)
-
-    def policy(self) -> Sb3Policy:
-        return Sb3Policy(self.model)
-
-
 class Sb3Trainer:
-    """Trains ``algorithm`` (``ppo`` or ``a2c``) with an MLP policy on environments from ``make_env``."""
+    """Trains PPO (masked or not) or A2C with an MLP policy on environments from ``make_env``."""
 
-    def __init__(
-        self,
-        make_env: EnvFactory,
-        *,
-        algorithm: str = "ppo",
-        n_envs: int = 4,
-        hyperparameters: Mapping[str, Any] | None = None,
-        torch_threads: int = 1,
-    ) -> None:
-        if algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {sorted(ALGORITHMS)}, got {algorithm!r}")
-        if n_envs < 1:
-            raise ValueError(f"n_envs must be >= 1, got {n_envs}")
-        unknown = set(hyperparameters or ()) - set(DEFAULT_HYPERPARAMETERS[algorithm])
-        if unknown:
-            raise ValueError(
-                f"unknown {algorithm} hyperparameters {sorted(unknown)}; "
-                f"known: {sorted(DEFAULT_HYPERPARAMETERS[algorithm])}"
-            )
+    def __init__(self, make_env: EnvFactory, options: TrainingOptions | None = None) -> None:
         self.make_env = make_env
-        self.algorithm = algorithm
-        self.n_envs = n_envs
-        self.settings = {**DEFAULT_HYPERPARAMETERS[algorithm], **(hyperparameters or {})}
-        self.torch_threads = torch_threads
+        self.options = options or TrainingOptions()
+
+    @property
+    def algorithm(self) -> str:
+        return self.options.algorithm
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
-        return {**self.settings, "n_envs": self.n_envs}
+        return self.options.as_dict()
 
     def train(
-        self, tapes: Sequence[MarketTape], *, total_timesteps: int, seed: int, progress: bool = False
+        self,
+        tapes: Sequence[MarketTape],
+        *,
+        total_timesteps: int,
+        seed: int,
+        progress: bool = False,
+        eval_tapes: Sequence[MarketTape] | None = None,
+        checkpoint_dir: str | None = None,
+        run_name: str | None = None,
     ) -> Sb3Agent:
-        if total_timesteps < 1:
-            raise ValueError(f"total_timesteps must be >= 1, got {total_timesteps}")
+        if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) or total_timesteps < 1:
+            raise ValueError(f"total_timesteps must be an integer >= 1, got {total_timesteps!r}")
         if not tapes:
             raise ValueError("training needs at least one market tape")
-        torch.set_num_threads(self.torch_threads)
-        environments = DummyVecEnv([self._env_maker(tapes) for _ in range(self.n_envs)])
+        options = self.options
+        if options.checkpoint_every is not None and checkpoint_dir is None:
+            raise ValueError("checkpoint_every is set but no checkpoint_dir was given")
+        torch.set_num_threads(options.torch_threads)
+        curriculum = options.curriculum
+        tapes = easiest_first(tapes) if curriculum is not None else list(tapes)
+        start_pool = curriculum.pool_size(len(tapes), 0.0) if curriculum is not None else 0
+        environments = self._environments(tapes, options.n_envs, seed=seed, start_pool=start_pool)
+        callbacks: list[BaseCallback] = []
+        evaluations: EvalCallback | None = None
+        try:
+            model = self._model(environments, seed)
+            if curriculum is not None:
+                callbacks.append(CurriculumCallback(curriculum, len(tapes), total_timesteps))
+            if options.checkpoint_every is not None:
+                every = max(1, options.checkpoint_every // options.n_envs)
+                callbacks.append(CheckpointCallback(every, Path(str(checkpoint_dir)), self._metadata))
+            if options.eval_every is not None:
+                evaluations = self._evaluation(eval_tapes or tapes, seed)
+                callbacks.append(evaluations)
+            started = time.perf_counter()
+            with _unchecked_distributions():
+                model.learn(
+                    total_timesteps=total_timesteps,
+                    progress_bar=progress,
+                    callback=callbacks,
+                    tb_log_name=run_name or options.algorithm,
+                )
+            seconds = time.perf_counter() - started
+        finally:
+            environments.close()
+            if evaluations is not None:
+                evaluations.eval_env.close()
+        metrics = self._metrics(model, seconds, evaluations, callbacks, tapes)
+        return Sb3Agent(
+            model,
+            self._metadata(model),
+            algorithm=options.algorithm,
+            hyperparameters={**self.hyperparameters, "total_timesteps": total_timesteps, "seed": seed},
+            metrics=metrics,
+        )
+
+    def load_policy(self, path: str) -> Sb3Policy:
+        model, metadata = load_model(path)
+        return Sb3Policy(model, metadata)
+
+    # -- pieces ---------------------------------------------------------------------------------
+    def _environments(self, tapes: Sequence[MarketTape], copies: int, *, seed: int, start_pool: int) -> VecEnv:
+        make_env = self.make_env
+
+        def factory() -> gym.Env:
+            environment = make_env(tapes)
+            return CurriculumEnv(environment, start_pool) if start_pool else environment
+
+        environments: VecEnv = VecMonitor(vectorised([factory] * copies, self.options.vectorisation))
+        if self.options.normalize_observations:
+            environments = VecNormalize(environments, norm_obs=True, norm_reward=False)
         environments.seed(seed)
-        settings = dict(self.settings)
-        net_arch = settings.pop("net_arch")
-        model = ALGORITHMS[self.algorithm](
+        return environments
+
+    def _model(self, environments: VecEnv, seed: int) -> BaseAlgorithm:
+        options = self.options
+        settings = options.settings
+        net_arch = list(settings.pop("net_arch"))
+        if options.algorithm == "a2c":
+            algorithm: type[BaseAlgorithm] = A2C
+        else:
+            algorithm = MaskablePPO if options.masked else PPO
+            # A minibatch larger than the rollout would be the rollout anyway; say so up front.
+            settings["batch_size"] = min(settings["batch_size"], settings["n_steps"] * options.n_envs)
+        return algorithm(
             "MlpPolicy",
             environments,
             seed=seed,
             device="cpu",
             verbose=0,
-            policy_kwargs={"net_arch": list(net_arch)},
+            policy_kwargs={"net_arch": net_arch},
+            tensorboard_log=options.tensorboard_dir,
             **settings,
         )
-        model.learn(total_timesteps=total_timesteps, progress_bar=progress)
-        environments.close()
-        return Sb3Agent(
-            model, self.algorithm, {**self.hyperparameters, "total_timesteps": total_timesteps, "seed": seed}
+
+    def _metadata(self, model: BaseAlgorithm) -> ModelMetadata:
+        environment = model.get_env()
+        normalizer = (
+            ObservationNormalizer.from_vec_normalize(environment) if isinstance(environment, VecNormalize) else None
+        )
+        name = "maskable-ppo" if isinstance(model, MaskablePPO) else self.options.algorithm
+        return ModelMetadata(algorithm=name, masked=isinstance(model, MaskablePPO), normalizer=normalizer)
+
+    def _evaluation(self, tapes: Sequence[MarketTape], seed: int) -> EvalCallback:
+        """Deterministic episodes on ``tapes`` every ``eval_every`` timesteps; the evaluation
+        environment reads the training normalisation statistics without updating them."""
+        options = self.options
+        environment: VecEnv = VecMonitor(vectorised([lambda: self.make_env(tapes)], "in-process"))
+        if options.normalize_observations:
+            environment = VecNormalize(environment, training=False, norm_obs=True, norm_reward=False)
+        environment.seed(seed + 1_000_003)  # its own episodes, not the first training copy's
+        callback_class = MaskableEvalCallback if options.masked else EvalCallback
+        return callback_class(
+            environment,
+            callback_after_eval=EvaluationLog(),
+            n_eval_episodes=options.eval_episodes,
+            eval_freq=max(1, (options.eval_every or 1) // options.n_envs),
+            deterministic=True,
+            verbose=0,
         )
 
-    def load_policy(self, path: str) -> Sb3Policy:
-        model = ALGORITHMS[self.algorithm].load(path, device="cpu")
-        space = model.action_space
-        if getattr(space, "n", None) != ACTION_COUNT:
-            raise ValueError(f"{path}: the model's action space {space} is not the {ACTION_COUNT}-action space")
-        return Sb3Policy(model)
+    def _metrics(
+        self,
+        model: BaseAlgorithm,
+        seconds: float,
+        evaluations: EvalCallback | None,
+        callbacks: Sequence[BaseCallback],
+        tapes: Sequence[MarketTape],
+    ) -> dict[str, Any]:
+        episodes = [float(info["r"]) for info in model.ep_info_buffer or ()]
+        metrics: dict[str, Any] = {
+            "timesteps": int(model.num_timesteps),
+            "seconds": round(seconds, 3),
+            "timesteps_per_s": round(model.num_timesteps / seconds, 1) if seconds > 0 else None,
+            "recent_episode_reward_mean": float(np.mean(episodes)) if episodes else None,
+        }
+        if evaluations is not None and isinstance(evaluations.callback, EvaluationLog) and evaluations.callback.log:
+            metrics["evaluations"] = evaluations.callback.log
+            metrics["best_eval_mean_reward"] = float(evaluations.best_mean_reward)
+        for callback in callbacks:
+            if isinstance(callback, CurriculumCallback):
+                metrics["curriculum"] = {
+                    "difficulty_cents": [round(tape_difficulty(tape), 3) for tape in tapes],
+                    "pool_per_rollout": callback.pools,
+                }
+            if isinstance(callback, CheckpointCallback):
+                metrics["checkpoints"] = [str(path) for path in callback.saved]
+        return metrics
 
-    def _env_maker(self, tapes: Sequence[MarketTape]) -> Callable[[], gym.Env]:
-        return lambda: Monitor(self.make_env(tapes))
+
+@contextlib.contextmanager
+def _unchecked_distributions() -> Iterator[None]:
+    """Torch checks every distribution's arguments when it is built, once per policy forward
+    pass: a sixth of the rollout phase here (measured), for inputs the policy builds itself."""
+    previous = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(previous)
+
+
+class CheckpointCallback(BaseCallback):
+    """Saves the model, as a complete model file, every ``every`` calls (``n_envs`` timesteps each)."""
+
+    def __init__(self, every: int, directory: Path, metadata: Callable[[BaseAlgorithm], ModelMetadata]) -> None:
+        super().__init__()
+        self.every = every
+        self.directory = directory
+        self.metadata = metadata
+        self.saved: list[Path] = []
+
+    def _on_step(self) -> bool:
+        if self.n_calls % self.every == 0:
+            path = self.directory / f"step-{self.num_timesteps}.zip"
+            save_model(self.model, path, self.metadata(self.model))
+            self.saved.append(path)
+        return True
+
+
+class EvaluationLog(BaseCallback):
+    """Called by the evaluation callback after each evaluation: keeps its mean episode reward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.log: list[dict[str, float]] = []
+
+    def _on_step(self) -> bool:
+        assert isinstance(self.parent, EvalCallback)
+        self.log.append({"timesteps": int(self.num_timesteps), "mean_reward": float(self.parent.last_mean_reward)})
+        return True

@@ -1,42 +1,101 @@
-"""A simple simulated exchange for replayed markets: immediate crossing fills, trade-through fills.
+"""The simulated exchange: Kalshi's limit orders, filled against replayed markets.
 
-The first, deliberately plain fill model (queue position, latency and the decay of liquidity we
-consumed come with the realistic exchange, later). What it does, it does exactly:
+Used in training and evaluation, where the market is a recording (a
+:class:`~domain.market_tape.MarketTape`) that cannot react to us. The exchange walks each
+market's log (every level change and trade, in recorded order) forward in time and fills our
+orders the way Kalshi's matching engine would have, as far as the recording can tell:
 
-* **Crossing.** An order that crosses the replayed book fills at once against the visible
-  depth, best level first, each level at its own price (one :class:`Fill` per level, so the
-  average is the VWAP and the ledger stays exact), as a taker with Kalshi's fee. When the
-  crossing levels run out the order fills partially; a good-till-cancelled remainder rests,
-  an immediate-or-cancel one is cancelled, and a fill-or-kill order that cannot fill whole is
+* **Latency.** A request -- submit, cancel, amend -- is sent at ``ts_ms`` and takes effect at
+  ``ts_ms + latency_ms`` (:class:`ExchangeConfig`), in the order sent. Until then the order is
+  ``PENDING`` and the market moves without it; a cancel can arrive after the order filled. An
+  order acts on the book *as it stands at that moment*: the row before it plus the log entries
+  stamped at or before it -- never anything later.
+* **Crossing.** An order that crosses the book fills at once against the visible depth, best
+  level first, each level at its own price (one :class:`~domain.orders.Fill` per level, so the
+  average is the VWAP and the ledger stays exact), as a taker paying Kalshi's fee. When the
+  crossing levels run out it fills partially; a good-till-cancelled remainder rests, an
+  immediate-or-cancel one is cancelled, and a fill-or-kill order that cannot fill whole is
   refused before anything fills. A bid at ``p`` takes NO bids ``q`` with ``1 - q <= p`` at the
   YES price ``1 - q``; an ask at ``p`` takes YES bids ``b >= p`` at ``b``.
-* **Resting.** One resting order per market; a new order in a market cancels the one
-  resting there (the agent changed its mind). A resting order fills, as a maker at its own
-  price, when a replayed trade prints strictly through it (a sale below our bid, a purchase
-  above our ask) -- that trade's counterparty would have met us first. It fills up to the
-  trade's size. A print *at* our price is not enough: without a queue model we assume we were
-  last in line.
-* **Money.** Every fill is booked in the :class:`~domain.ledger.Ledger`. Orders are refused
-  unless the account can pay for them in full (:func:`domain.actions.cash_required`), counting
-  the cash other markets' resting orders have reserved. At resolution the market settles through
-  the ledger and its resting order is cancelled.
+* **Consumed liquidity.** What we take stays taken (:mod:`~adapters.simulated_exchange.liquidity`):
+  a later order does not see it again until the replayed level drains below it, or, with
+  ``liquidity_refill_ms``, until that long after our last take there.
+* **Resting.** A resting order joins the back of its level (a bid joins the YES bids at its
+  price, an ask the NO bids at ``1 - price``) and a :mod:`queue model
+  <adapters.simulated_exchange.queue_models>` tracks how much is ahead of it. It fills, as a
+  maker at its own price, when
 
-Not modelled yet: the liquidity our fills consumed stays in the replayed book (the next step
-sees it again), and orders reach the book with no latency.
+  - a trade hits bids on its side *at* its price and the queue ahead is used up (what the
+    trade has left after the queue reaches us);
+  - a trade hits bids on its side *through* its price (a sale below our bid: its
+    counterparty would have met us first), up to the trade's size;
+  - liquidity that crosses it appears in the replay (a NO bid at ``1 - p`` or above against
+    our YES bid at ``p``): it would have matched us on arrival, up to its size, and that
+    liquidity is then consumed.
+
+  Trades whose taker is on our side (buyers beside our bid) never fill us.
+* **Cancel and amend.** A cancel takes effect after the latency. An amend is a cancel and a new
+  order -- the replacement joins the back of its level, losing its queue priority -- exactly as
+  the live gateway does it; ``count`` is the new total (filled + resting), as on Kalshi.
+* **Money.** Every fill is booked in the :class:`~domain.ledger.Ledger`. An order is refused
+  when it takes effect unless the account can pay for it in full
+  (:func:`domain.actions.cash_required`), counting what the other open orders have reserved;
+  reduce-only and post-only are checked then too. At resolution, :meth:`SimulatedExchange.settle`
+  cancels the market's orders and settles it through the ledger.
+
+One order book per market, one account. Orders are refused at effect time with a reason in
+:attr:`SimulatedExchange.rejections`; programming errors (an unknown market, time running
+backwards) raise :class:`ExchangeError` at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from bisect import bisect_right
+from collections import deque
 
 import attrs
 
+from adapters.simulated_exchange.liquidity import ConsumedLiquidity
+from adapters.simulated_exchange.queue_models import QueueModel, QueuePosition, RiskAverseQueueModel
+from adapters.simulated_exchange.replayed_market import ReplayedMarket
 from domain.actions import cash_required
-from domain.events import Level
 from domain.fees import FeeSchedule
 from domain.ledger import Ledger
+from domain.market_tape import LOG_TRADE_NO_TAKER
 from domain.orders import Fill, Order, OrderRequest, OrderSide, OrderStatus, TimeInForce
 from domain.values import ONE_DOLLAR, Side
+
+DEFAULT_LATENCY_MS = 100
+
+# Enum members looked up through their class cost a Python-level call on 3.11 (~0.15 us);
+# the per-order paths below compare against these module constants instead.
+_BID = OrderSide.BID
+_PENDING, _RESTING, _REJECTED = OrderStatus.PENDING, OrderStatus.RESTING, OrderStatus.REJECTED
+_GOOD_TILL_CANCELED, _FILL_OR_KILL = TimeInForce.GOOD_TILL_CANCELED, TimeInForce.FILL_OR_KILL
+
+
+class ExchangeError(ValueError):
+    """A request the simulated exchange cannot take: an unknown market or order, time going back."""
+
+
+def _latency(_instance: object, attribute: attrs.Attribute, value: int) -> None:  # type: ignore[type-arg]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{attribute.name} must be a non-negative integer of milliseconds, got {value!r}")
+
+
+def _refill(_instance: object, attribute: attrs.Attribute, value: int | None) -> None:  # type: ignore[type-arg]
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+        raise ValueError(f"{attribute.name} must be None or a positive integer of milliseconds, got {value!r}")
+
+
+@attrs.frozen
+class ExchangeConfig:
+    """How the simulated exchange fills: latency, queue model, when consumed liquidity returns."""
+
+    latency_ms: int = attrs.field(default=DEFAULT_LATENCY_MS, validator=_latency)  # from sending to effect
+    queue_model: QueueModel = attrs.field(factory=RiskAverseQueueModel)
+    liquidity_refill_ms: int | None = attrs.field(default=None, validator=_refill)  # None: the replay decides
 
 
 @attrs.frozen
@@ -49,6 +108,15 @@ class Execution:
 
 
 @attrs.frozen
+class Rejection:
+    """An order the exchange refused when it took effect."""
+
+    order: Order
+    reason: str
+    ts_ms: int
+
+
+@attrs.frozen
 class Settlement:
     ticker: str
     result: Side
@@ -57,118 +125,197 @@ class Settlement:
     realized_pnl: int  # payout minus what the settled contracts cost
 
 
-@attrs.frozen
-class OrderOutcome:
-    order: Order
-    executions: tuple[Execution, ...]
-    reason: str | None = None  # why the order was rejected, if it was
+# What a request does (plain ints: compared on every request carried out).
+_NEW = 0
+_CANCEL = 1
+_REPLACE = 2  # the new half of an amend
+
+
+class _Request:
+    __slots__ = ("kind", "active_ms", "order", "request", "replaces", "total")
+
+    def __init__(
+        self,
+        kind: int,
+        active_ms: int,
+        order: Order,
+        request: OrderRequest | None = None,
+        replaces: Order | None = None,
+        total: int = 0,
+    ) -> None:
+        self.kind = kind
+        self.active_ms = active_ms
+        self.order = order  # the order placed, or the one to cancel
+        self.request = request
+        self.replaces = replaces
+        self.total = total  # an amend's new total count
+
+
+class _Resting:
+    """An order in the book: the bid it makes on one side, and its place in that level's queue."""
+
+    __slots__ = ("order", "side", "price", "crossed_from", "queue")
+
+    def __init__(self, order: Order, queue: QueuePosition) -> None:
+        self.order = order
+        if order.side is _BID:
+            self.side, self.price = 0, order.price  # a YES bid
+        else:
+            self.side, self.price = 1, ONE_DOLLAR - order.price  # a NO bid at 1 - p
+        self.crossed_from = ONE_DOLLAR - self.price  # other-side bids at or above this cross it
+        self.queue = queue
+
+
+class _Replay:
+    """One market being replayed: where its clock and log cursor are, and our orders in it."""
+
+    __slots__ = ("market", "row", "now", "sent_ms", "cursor", "requests", "open", "resting", "consumed")
+
+    def __init__(self, market: ReplayedMarket, refill_ms: int | None) -> None:
+        self.market = market
+        self.row = 0
+        self.now = market.times[0]
+        self.sent_ms = self.now
+        self.cursor = market.log_offsets[1]  # row 0 holds everything up to its time
+        self.requests: deque[_Request] = deque()
+        self.open: list[Order] = []  # pending and resting, in the order sent
+        self.resting: list[_Resting] = []
+        self.consumed = ConsumedLiquidity(market, refill_ms)
 
 
 class SimulatedExchange:
-    """One account trading replayed markets. Book and trades are handed in by the replay."""
+    """One account trading replayed markets."""
 
-    def __init__(self, ledger: Ledger, fees: FeeSchedule, *, id_prefix: str = "sim") -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        fees: FeeSchedule,
+        *,
+        config: ExchangeConfig | None = None,
+        rng: random.Random | None = None,
+        id_prefix: str = "sim",
+    ) -> None:
         self.ledger = ledger
         self.fees = fees
+        self.config = config or ExchangeConfig()
+        self.rng = rng if rng is not None else random.Random(0)  # the probabilistic queue model's draws
         self.id_prefix = id_prefix
-        self._resting: dict[str, Order] = {}
-        self._reserved: dict[str, int] = {}  # cash set aside for each market's resting order
+        self.rejections: list[Rejection] = []
+        self._latency = self.config.latency_ms
+        self._queue_model = self.config.queue_model
+        self._replays: dict[str, _Replay] = {}
+        self._requests: dict[str, OrderRequest] = {}  # open order id -> what it was placed with
         self._orders = 0
         self._fills = 0
+        self._fees: dict[tuple[int, int, bool], int] = {}  # (count, price, is taker) -> fee
+
+    # -- markets ----------------------------------------------------------------------------
+    def open_market(self, market: ReplayedMarket) -> None:
+        """Start replaying ``market`` from its first row."""
+        if market.ticker in self._replays:
+            raise ExchangeError(f"market {market.ticker} is already being replayed")
+        self._replays[market.ticker] = _Replay(market, self.config.liquidity_refill_ms)
 
     # -- state ------------------------------------------------------------------------------
-    def resting_order(self, ticker: str) -> Order | None:
-        return self._resting.get(ticker)
+    def open_orders(self, ticker: str) -> list[Order]:
+        """``ticker``'s pending and resting orders, oldest first."""
+        return list(self._replay(ticker).open)
+
+    def latest_order(self, ticker: str) -> Order | None:
+        """``ticker``'s most recently sent open order, if any."""
+        orders = self._replay(ticker).open
+        return orders[-1] if orders else None
 
     def buying_power(self, ticker: str | None = None) -> int:
-        """Cash not reserved by resting orders -- other than ``ticker``'s, which a new order in
+        """Cash not reserved by open orders -- other than ``ticker``'s, which a new order in
         ``ticker`` would replace."""
-        reserved = sum(amount for market, amount in self._reserved.items() if market != ticker)
+        reserved = 0
+        for replay_ticker, replay in self._replays.items():
+            if replay_ticker != ticker:
+                for order in replay.open:
+                    reserved += self._reservation(order)
         return self.ledger.cash - reserved
 
-    # -- orders -----------------------------------------------------------------------------
-    def submit(
-        self, request: OrderRequest, *, yes_bids: Sequence[Level], no_bids: Sequence[Level], ts_ms: int
-    ) -> OrderOutcome:
-        """Place ``request`` against the book (each side's bids, best first) as it is at ``ts_ms``."""
-        ticker = request.ticker
-        self.cancel(ticker)
-        self._orders += 1
-        order = Order(
-            f"{self.id_prefix}-order-{self._orders}",
-            request.client_order_id,
-            ticker,
-            request.side,
-            request.price,
-            request.count,
-            ts_ms,
-            request.time_in_force,
-        )
-        position = self.ledger.quantity(ticker)
-        is_bid = request.side is OrderSide.BID
-        levels = _crossing(request, yes_bids, no_bids)
-        available = sum(count for _price, count in levels)
-
-        problem = None
-        if request.reduce_only and (position >= 0 if is_bid else position <= 0):
-            problem = "reduce-only order with no position to reduce"
-        elif request.reduce_only and request.count > abs(position):
-            problem = f"reduce-only order for {request.count} exceeds the position of {abs(position)}"
-        elif request.post_only and levels:
-            problem = "post-only order would cross the book"
-        elif request.time_in_force is TimeInForce.FILL_OR_KILL and available < request.count:
-            problem = f"fill-or-kill order for {request.count} sees only {available} to take"
-        else:
-            required = cash_required(request.side, request.price, request.count, position, self.fees)
-            if required > self.buying_power(ticker):
-                problem = f"needs {required} micro-dollars, has {self.buying_power(ticker)} to spend"
-        if problem is not None:
-            order.status = OrderStatus.REJECTED
-            return OrderOutcome(order, (), problem)
-
-        executions = []
-        for price, count in levels:
-            take = min(count, order.remaining)
-            executions.append(self._execute(order, price, take, is_taker=True, ts_ms=ts_ms))
-            if not order.remaining:
-                break
-        if order.remaining:
-            if request.time_in_force is TimeInForce.GOOD_TILL_CANCELED:
-                self._rest(order)
-            else:
-                order.cancel()
-        return OrderOutcome(order, tuple(executions))
-
-    def cancel(self, ticker: str) -> Order | None:
-        """Cancel ``ticker``'s resting order, if any; returns it."""
-        order = self._resting.pop(ticker, None)
-        self._reserved.pop(ticker, None)
-        if order is not None:
-            order.cancel()
+    # -- requests ---------------------------------------------------------------------------
+    def submit(self, request: OrderRequest, *, ts_ms: int) -> Order:
+        """Send ``request`` at ``ts_ms``; it takes effect after the latency. Returns the order,
+        ``PENDING`` until then."""
+        replay = self._sending(request.ticker, ts_ms)
+        order = self._new_order(request, ts_ms)
+        replay.open.append(order)
+        replay.requests.append(_Request(_NEW, ts_ms + self._latency, order, request))
         return order
 
-    # -- market events ----------------------------------------------------------------------
-    def on_trade(self, ticker: str, yes_price: int, count: int, ts_ms: int) -> Execution | None:
-        """A replayed trade: fills the resting order of ``ticker`` if it prints through it."""
-        order = self._resting.get(ticker)
-        if order is None:
-            return None
-        if order.side is OrderSide.BID:
-            if yes_price >= order.price:
-                return None
-        elif yes_price <= order.price:
-            return None
-        execution = self._execute(order, order.price, min(count, order.remaining), is_taker=False, ts_ms=ts_ms)
-        if order.remaining:
-            self._reserve(order)
-        else:
-            del self._resting[ticker]
-            del self._reserved[ticker]
-        return execution
+    def cancel(self, order_id: str, *, ts_ms: int) -> Order:
+        """Send a cancel for an open order; it lands after the latency (if the order is still open)."""
+        order = self._open_order(order_id)
+        self._sending(order.ticker, ts_ms).requests.append(_Request(_CANCEL, ts_ms + self._latency, order))
+        return order
+
+    def cancel_all(self, ticker: str, *, ts_ms: int) -> list[Order]:
+        """Send a cancel for every open order of ``ticker``."""
+        orders = list(self._replay(ticker).open)
+        for order in orders:
+            self.cancel(order.order_id, ts_ms=ts_ms)
+        return orders
+
+    def amend(
+        self, order_id: str, *, price: int, count: int, ts_ms: int, client_order_id: str | None = None
+    ) -> Order:
+        """Cancel-and-replace: ``order_id`` is cancelled and a new order at ``price`` joins the back
+        of its level, for ``count`` (the new total, filled + resting) minus what the old order has
+        filled by then. Returns the new order, ``PENDING``."""
+        old = self._open_order(order_id)
+        if count <= old.filled:
+            raise ExchangeError(f"amend of {order_id}: new total {count} must exceed the {old.filled} already filled")
+        placed = self._requests[order_id]
+        request = attrs.evolve(
+            placed, price=price, count=count - old.filled, client_order_id=client_order_id or old.client_order_id
+        )
+        replay = self._sending(old.ticker, ts_ms)
+        order = self._new_order(request, ts_ms)
+        replay.open.append(order)
+        replay.requests.append(_Request(_REPLACE, ts_ms + self._latency, order, request, old, count))
+        return order
+
+    # -- time -------------------------------------------------------------------------------
+    def advance(self, ticker: str, row: int) -> list[Execution]:
+        """Replay ``ticker`` up to its row ``row`` (inclusive), carrying out the requests that take
+        effect on the way; returns the executions, in time order."""
+        replay = self._replay(ticker)
+        market = replay.market
+        if not replay.row <= row <= market.last_row:
+            raise ExchangeError(f"{ticker}: cannot advance from row {replay.row} to row {row}")
+        target = market.times[row]
+        end = market.log_offsets[row + 1]  # the entries stamped at or before the row's time
+        requests = replay.requests
+        executions: list[Execution] = []
+        if not requests and not replay.resting:  # nothing of ours in the market: jump
+            replay.cursor, replay.now, replay.row = max(replay.cursor, end), max(replay.now, target), row
+            return executions
+        while True:
+            request = requests[0] if requests and requests[0].active_ms <= target else None
+            until = target if request is None else request.active_ms
+            if replay.resting:
+                self._replay_log(replay, until, end, executions)
+            elif replay.cursor < end:
+                replay.cursor = bisect_right(market.log_times, until, replay.cursor, end)
+            if until > replay.now:
+                replay.now = until
+            if request is None:
+                break
+            requests.popleft()
+            self._carry_out(replay, request, executions)
+        replay.row = row
+        return executions
 
     def settle(self, ticker: str, result: Side) -> Settlement:
-        """The market resolved: cancel its resting order and pay out through the ledger."""
-        self.cancel(ticker)
+        """The market resolved: cancel its orders and pay out through the ledger."""
+        replay = self._replay(ticker)
+        replay.requests.clear()
+        for order in list(replay.open):
+            self._close(replay, order)
+            order.cancel()
         position = self.ledger.position(ticker)
         closed = abs(position.quantity)
         realized_before = position.realized_pnl
@@ -176,8 +323,202 @@ class SimulatedExchange:
         realized = self.ledger.position(ticker).realized_pnl - realized_before
         return Settlement(ticker, result, payout, closed, realized)
 
+    # -- carrying out requests --------------------------------------------------------------
+    def _carry_out(self, replay: _Replay, request: _Request, executions: list[Execution]) -> None:
+        order = request.order
+        if request.kind == _CANCEL:
+            if order.status.is_open:
+                self._close(replay, order)
+                order.cancel()
+            return
+        if not order.status.is_open:  # closed before it could take effect
+            return
+        if request.kind == _REPLACE:
+            old = request.replaces
+            assert old is not None
+            if not old.status.is_open:
+                self._reject(replay, order, f"order {old.order_id} is no longer open: nothing to amend")
+                return
+            self._close(replay, old)
+            old.cancel()
+            count = request.total - old.filled
+            if count <= 0:
+                self._reject(replay, order, f"amend total {request.total} is not above the {old.filled} filled")
+                return
+            if count < order.count:
+                order.count = count  # positive, checked above (Order validates at construction only)
+        assert request.request is not None
+        self._activate(replay, order, request.request, executions)
+
+    def _activate(self, replay: _Replay, order: Order, request: OrderRequest, executions: list[Execution]) -> None:
+        market, now, cursor = replay.market, replay.now, replay.cursor
+        is_bid = order.side is _BID
+        side, price = (0, order.price) if is_bid else (1, ONE_DOLLAR - order.price)  # the bid it makes
+        other = 1 - side
+        row = bisect_right(market.times, now) - 1  # the last row at or before now
+        lowest = ONE_DOLLAR - price  # the other side's bids at or above this cross the order
+        if market.log_offsets[row + 1] == cursor:  # nothing logged since the row: its levels stand
+            crossing: list[tuple[int, int]] = []
+            for q, size in market.bids[row][other]:
+                if q < lowest:
+                    break
+                crossing.append((q, size))
+        else:
+            crossing = sorted(
+                ((q, size) for q, size in market.bids_at(other, row, cursor).items() if q >= lowest), reverse=True
+            )
+        levels = []  # (other side's bid price, YES price, available), best first
+        available = 0
+        consumed = replay.consumed
+        taken = consumed.taken
+        for q, size in crossing:
+            yes_price = ONE_DOLLAR - q if is_bid else q
+            if not 0 < yes_price < ONE_DOLLAR:  # a $1 bid on the other side is not a tradable level
+                continue
+            if taken:
+                size -= consumed.remaining(other, q, cursor, now)
+            if size > 0:
+                levels.append((q, yes_price, size))
+                available += size
+
+        position = self.ledger.quantity(order.ticker)
+        problem = None
+        if request.reduce_only and (position >= 0 if is_bid else position <= 0):
+            problem = "reduce-only order with no position to reduce"
+        elif request.reduce_only and order.count > abs(position):
+            problem = f"reduce-only order for {order.count} exceeds the position of {abs(position)}"
+        elif request.post_only and levels:
+            problem = "post-only order would cross the book"
+        elif order.time_in_force is _FILL_OR_KILL and available < order.count:
+            problem = f"fill-or-kill order for {order.count} sees only {available} to take"
+        else:
+            spendable = self.ledger.cash - self._reserved_by_others(order)
+            if spendable < self._dearest(order.count):  # else affordable whatever the price and position
+                required = cash_required(order.side, order.price, order.count, position, self.fees)
+                if required > spendable:
+                    problem = f"needs {required} micro-dollars, has {spendable} to spend"
+        if problem is not None:
+            self._reject(replay, order, problem)
+            return
+
+        left = order.count - order.filled
+        for q, yes_price, size in levels:
+            take = size if size < left else left
+            executions.append(self._execute(order, yes_price, take, True, now))
+            consumed.take(other, q, take, cursor, now)
+            left -= take
+            if not left:
+                break
+        if not left:
+            self._close(replay, order)
+        elif order.time_in_force is _GOOD_TILL_CANCELED:
+            order.status = _RESTING
+            level = market.level_size(side, price, cursor)
+            ahead = level - consumed.remaining(side, price, cursor, now) if taken else level
+            replay.resting.append(_Resting(order, self._queue_model.join(level, ahead)))
+        else:
+            self._close(replay, order)
+            order.cancel()
+
+    # -- the market log ---------------------------------------------------------------------
+    def _replay_log(self, replay: _Replay, until: int, end: int, executions: list[Execution]) -> None:
+        """Walk the log entries stamped at or before ``until`` (below ``end``) past our resting orders."""
+        market = replay.market
+        times, kinds, prices, counts = market.log_times, market.log_kinds, market.log_prices, market.log_counts
+        model, rng = self._queue_model, self.rng
+        resting = replay.resting
+        # Per order, what the hot loop compares against, unpacked once.
+        watch = [(w, w.side, w.price, w.crossed_from, LOG_TRADE_NO_TAKER - w.side) for w in resting]
+        index = replay.cursor
+        while index < end and times[index] <= until:
+            kind, price, count = kinds[index], prices[index], counts[index]
+            index += 1
+            finished = False
+            for working, side, bid_price, crossed_from, hits_us in watch:
+                if kind == side:  # our level changed
+                    if price == bid_price:
+                        model.on_level(working.queue, count, rng)
+                    continue
+                order = working.order
+                if kind < 2:  # the other side changed
+                    if price < crossed_from or not count:
+                        continue
+                    # Liquidity that crosses us arrived: it would have met our order first.
+                    now = times[index - 1]
+                    fill = min(order.remaining, count - replay.consumed.remaining(kind, price, index, now))
+                    if fill <= 0:
+                        continue
+                    replay.consumed.take(kind, price, fill, index, now)
+                    working.queue.ahead = 0
+                elif kind == hits_us:  # a trade whose taker sold to bids on our side
+                    at = price if side == 0 else ONE_DOLLAR - price  # its price on our side
+                    if at < bid_price:  # through our price
+                        fill = min(order.remaining, count)
+                        working.queue.ahead = 0
+                    elif at == bid_price:
+                        fill = min(order.remaining, model.on_trade(working.queue, count))
+                        if not fill:
+                            continue
+                    else:
+                        continue
+                else:
+                    continue
+                executions.append(self._execute(order, order.price, fill, False, times[index - 1]))
+                if not order.remaining:
+                    finished = True
+            if finished:
+                for working in [working for working in resting if not working.order.remaining]:
+                    self._close(replay, working.order)
+                if not resting:
+                    break
+                watch = [entry for entry in watch if entry[0].order.remaining]
+        if not resting:  # nothing left to fill: skip to the end of the span
+            index = bisect_right(times, until, index, end)
+        replay.cursor = index
+
     # -- internals --------------------------------------------------------------------------
-    def _execute(self, order: Order, price: int, count: int, *, is_taker: bool, ts_ms: int) -> Execution:
+    def _replay(self, ticker: str) -> _Replay:
+        replay = self._replays.get(ticker)
+        if replay is None:
+            raise ExchangeError(f"market {ticker} is not being replayed; open_market() it first")
+        return replay
+
+    def _sending(self, ticker: str, ts_ms: int) -> _Replay:
+        replay = self._replay(ticker)
+        if ts_ms < replay.sent_ms or ts_ms < replay.now:
+            raise ExchangeError(
+                f"{ticker}: a request sent at {ts_ms} ms is earlier than the market's clock "
+                f"({max(replay.sent_ms, replay.now)} ms): requests must be sent in time order"
+            )
+        replay.sent_ms = ts_ms
+        return replay
+
+    def _open_order(self, order_id: str) -> Order:
+        if order_id not in self._requests:
+            raise ExchangeError(f"no open order {order_id!r}")
+        replay = self._replay(self._requests[order_id].ticker)
+        for order in replay.open:
+            if order.order_id == order_id:
+                return order
+        raise ExchangeError(f"no open order {order_id!r}")  # unreachable: _requests holds open orders only
+
+    def _new_order(self, request: OrderRequest, ts_ms: int) -> Order:
+        self._orders += 1
+        order = Order(
+            f"{self.id_prefix}-order-{self._orders}",
+            request.client_order_id,
+            request.ticker,
+            request.side,
+            request.price,
+            request.count,
+            ts_ms,
+            request.time_in_force,
+            status=_PENDING,
+        )
+        self._requests[order.order_id] = request
+        return order
+
+    def _execute(self, order: Order, price: int, count: int, is_taker: bool, ts_ms: int) -> Execution:
         self._fills += 1
         fill = Fill(
             f"{self.id_prefix}-fill-{self._fills}",
@@ -186,7 +527,7 @@ class SimulatedExchange:
             order.side,
             price,
             count,
-            self.fees.fee(count, price, is_taker=is_taker),
+            self._fee(count, price, is_taker),
             is_taker,
             ts_ms,
         )
@@ -195,30 +536,46 @@ class SimulatedExchange:
         order.record_fill(count)
         return Execution(fill, closed, realized)
 
-    def _rest(self, order: Order) -> None:
-        self._resting[order.ticker] = order
-        self._reserve(order)
+    def _fee(self, count: int, price: int, is_taker: bool) -> int:
+        """:meth:`FeeSchedule.fee`, remembered: fills repeat the same sizes and prices."""
+        key = (count, price, is_taker)
+        fee = self._fees.get(key)
+        if fee is None:
+            if len(self._fees) > 4096:
+                self._fees.clear()
+            fee = self._fees[key] = self.fees.fee(count, price, is_taker=is_taker)
+        return fee
 
-    def _reserve(self, order: Order) -> None:
+    def _dearest(self, count: int) -> int:
+        """The most an order for ``count`` can cost: $1 a contract and the taker fee at its $0.50
+        peak -- an upper bound of :func:`~domain.actions.cash_required` at any price and position."""
+        return count * ONE_DOLLAR + self._fee(count, ONE_DOLLAR // 2, True)
+
+    def _reject(self, replay: _Replay, order: Order, reason: str) -> None:
+        self._close(replay, order)
+        order.status = _REJECTED
+        self.rejections.append(Rejection(order, reason, replay.now))
+
+    def _close(self, replay: _Replay, order: Order) -> None:
+        """``order`` leaves the book (filled, cancelled or refused): forget it (its cash is free)."""
+        if order in replay.open:
+            replay.open.remove(order)
+        resting = replay.resting
+        for index, working in enumerate(resting):
+            if working.order is order:
+                del resting[index]
+                break
+        self._requests.pop(order.order_id, None)
+
+    def _reservation(self, order: Order) -> int:
+        """The cash an open order holds back: what it could still cost, at the position now."""
         position = self.ledger.quantity(order.ticker)
-        self._reserved[order.ticker] = cash_required(order.side, order.price, order.remaining, position, self.fees)
+        return cash_required(order.side, order.price, order.remaining, position, self.fees)
 
-
-def _crossing(request: OrderRequest, yes_bids: Sequence[Level], no_bids: Sequence[Level]) -> list[Level]:
-    """The visible levels ``request`` would take, best first, as ``(YES price, count)``."""
-    limit = request.price
-    levels = []
-    if request.side is OrderSide.BID:
-        for no_price, count in no_bids:
-            price = ONE_DOLLAR - no_price
-            if price > limit:
-                break
-            if price > 0:  # a NO bid at $1 would be a free YES: not a tradable level
-                levels.append((price, count))
-    else:
-        for price, count in yes_bids:
-            if price < limit:
-                break
-            if price < ONE_DOLLAR:
-                levels.append((price, count))
-    return levels
+    def _reserved_by_others(self, order: Order) -> int:
+        reserved = 0
+        for replay in self._replays.values():
+            for other in replay.open:
+                if other is not order:
+                    reserved += self._reservation(other)
+        return reserved

@@ -7,12 +7,60 @@ from typing import Any
 
 import orjson
 
-from domain.ports import MODEL_STATUSES, ModelNotFound, ModelRecord
+from domain.ports import MODEL_STATUSES, PRUNABLE_STATUSES, ModelNotFound, ModelRecord
 
 # rl_models columns a ModelRecord is built from, in order.
 MODEL_COLUMNS = (
     "id", "model_name", "version", "algorithm", "status", "path", "created_ms", "hyperparameters", "metrics"
 )
+
+_PRUNABLE = ", ".join(f"'{status}'" for status in PRUNABLE_STATUSES)
+
+
+def prunable_ids_sql(placeholder_keep: str, placeholder_name: str | None) -> str:
+    """Ids of the prunable versions beyond the ``keep`` newest of their name (of one name when
+    ``placeholder_name`` is given). Both backends have window functions."""
+    one_name = f" AND model_name = {placeholder_name}" if placeholder_name else ""
+    return (
+        "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY model_name ORDER BY version DESC) AS newer"
+        f" FROM rl_models WHERE status IN ({_PRUNABLE}){one_name}) AS ranked WHERE newer > {placeholder_keep}"
+    )
+
+
+def still_prunable_sql() -> str:
+    """The condition a row must still meet when it is deleted (its status may have changed)."""
+    return f"status IN ({_PRUNABLE})"
+
+
+def next_version_sql(placeholder_name: str) -> str:
+    """Hands out the name's next version number (the row lock serialises registrations)."""
+    return (
+        f"INSERT INTO rl_model_names (model_name, last_version) VALUES ({placeholder_name}, 1)"
+        " ON CONFLICT (model_name) DO UPDATE SET last_version = rl_model_names.last_version + 1"
+        " RETURNING last_version"
+    )
+
+
+def bump_generation_sql(placeholder_name: str) -> str:
+    """The name's row exists: it was made when its first version was registered."""
+    return f"UPDATE rl_model_names SET active_generation = active_generation + 1 WHERE model_name = {placeholder_name}"
+
+
+def active_generation_sql(placeholder_name: str) -> str:
+    return f"SELECT active_generation FROM rl_model_names WHERE model_name = {placeholder_name}"
+
+
+def changes_active(old_status: str | None, new_status: str | None) -> bool:
+    """Whether a status change moves the name's active version (``old_status`` None: a new row)."""
+    if new_status is None or new_status == old_status:
+        return False
+    return new_status == "active" or old_status == "active"
+
+
+def checked_keep(keep: int) -> int:
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+        raise ValueError(f"keep must be a whole number of versions >= 0, got {keep!r}")
+    return keep
 
 
 def checked_status(status: str) -> str:

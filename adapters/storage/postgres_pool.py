@@ -48,3 +48,17 @@ class PostgresPool:
         if self._pool is None:
             raise RuntimeError("PostgreSQL store is not open; call open() first")
         return self._pool
+
+
+class PostgresAdapter:
+    """What every PostgreSQL adapter starts from: its own pool, opened (migrations applied) and
+    closed with the adapter."""
+
+    def __init__(self, dsn: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 4) -> None:
+        self._database = PostgresPool(dsn, schema=schema, min_size=min_size, max_size=max_size)
+
+    async def open(self) -> None:
+        await self._database.open()
+
+    async def close(self) -> None:
+        await self._database.close()

@@ -7,6 +7,7 @@ of its own (tests do, to isolate themselves).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,16 +22,24 @@ from adapters.storage.event_rows import (
     encode_events,
     rejected,
 )
+from adapters.storage.model_files import delete_model_files
 from adapters.storage.model_rows import (
     MODEL_COLUMNS,
+    active_generation_sql,
+    bump_generation_sql,
+    changes_active,
     check_promotable,
+    checked_keep,
     checked_name,
     checked_status,
     json_object,
     model_record,
+    next_version_sql,
     not_found,
+    prunable_ids_sql,
+    still_prunable_sql,
 )
-from adapters.storage.postgres_pool import PostgresPool
+from adapters.storage.postgres_pool import PostgresAdapter
 from adapters.storage.session_rows import (
     SESSION_COLUMNS,
     check_end_time,
@@ -48,22 +57,21 @@ from domain.ports import ModelRecord, SessionInfo
 _SELECT_EVENTS = {table: table.select_sql("$1") for table in EVENT_TABLES}
 _SELECT_SESSIONS = f"SELECT {', '.join(SESSION_COLUMNS)} FROM rl_sessions"
 _SELECT_MODELS = f"SELECT {', '.join(MODEL_COLUMNS)} FROM rl_models"
+_NEXT_VERSION = next_version_sql("$1")
+_BUMP_GENERATION = bump_generation_sql("$1")
+_ACTIVE_GENERATION = active_generation_sql("$1")
+# A row whose status changed since it was chosen (a retired version promoted again) is kept.
+_DELETE_PRUNABLE = (
+    f"DELETE FROM rl_models WHERE id = ANY($1::bigint[]) AND {still_prunable_sql()}"
+    f" RETURNING {', '.join(MODEL_COLUMNS)}"
+)
 
 # What a refused COPY row raises: a CHECK or NOT NULL, or a value asyncpg cannot encode.
 _REFUSED_ROW = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError, OverflowError)
 
 
-class PostgresOrderbookStore:
+class PostgresOrderbookStore(PostgresAdapter):
     """:class:`~domain.ports.OrderbookStore` in PostgreSQL."""
-
-    def __init__(self, dsn: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 4) -> None:
-        self._database = PostgresPool(dsn, schema=schema, min_size=min_size, max_size=max_size)
-
-    async def open(self) -> None:
-        await self._database.open()
-
-    async def close(self) -> None:
-        await self._database.close()
 
     async def start_session(self, tickers: Sequence[str], *, started_ms: int, source: str) -> int:
         checked = list(checked_tickers(tickers))
@@ -91,25 +99,25 @@ class PostgresOrderbookStore:
     async def write_events(self, session_id: int, events: Sequence[MarketEvent]) -> int:
         batch = encode_events(events)
         async with self._database.pool.acquire() as connection, connection.transaction():
-            # FOR UPDATE: a second writer to this session waits here for our ordinals to commit.
+            # One statement reserves the ordinals and locks the session row: a second writer to
+            # this session waits here for ours to commit. A closed session raises below, and the
+            # transaction's rollback undoes the update.
             row = await connection.fetchrow(
-                "SELECT ended_ms, next_ordinal FROM rl_sessions WHERE id = $1 FOR UPDATE", session_id
-            )
-            if row is None:
-                raise session_not_found(session_id)
-            check_open(session_id, ended_ms=row["ended_ms"])
-            await connection.execute(
                 "UPDATE rl_sessions SET next_ordinal = next_ordinal + $1,"
                 " snapshot_count = snapshot_count + $2, delta_count = delta_count + $3,"
-                " trade_count = trade_count + $4 WHERE id = $5",
+                " trade_count = trade_count + $4 WHERE id = $5"
+                " RETURNING ended_ms, next_ordinal - $1 AS first_ordinal",
                 batch.size,
                 batch.count(SNAPSHOTS),
                 batch.count(DELTAS),
                 batch.count(TRADES),
                 session_id,
             )
+            if row is None:
+                raise session_not_found(session_id)
+            check_open(session_id, ended_ms=row["ended_ms"])
             try:
-                for table, rows in batch.rows(session_id, first_ordinal=row["next_ordinal"]).items():
+                for table, rows in batch.rows(session_id, first_ordinal=row["first_ordinal"]).items():
                     await connection.copy_records_to_table(
                         table.name,
                         records=rows,
@@ -157,17 +165,8 @@ class PostgresOrderbookStore:
         return [session_info(row, row["tickers"], resolutions.get(row["id"], {})) for row in sessions]
 
 
-class PostgresModelRegistry:
+class PostgresModelRegistry(PostgresAdapter):
     """:class:`~domain.ports.ModelRegistry` in PostgreSQL."""
-
-    def __init__(self, dsn: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 4) -> None:
-        self._database = PostgresPool(dsn, schema=schema, min_size=min_size, max_size=max_size)
-
-    async def open(self) -> None:
-        await self._database.open()
-
-    async def close(self) -> None:
-        await self._database.close()
 
     async def register(
         self,
@@ -189,14 +188,16 @@ class PostgresModelRegistry:
         )
         async with self._database.pool.acquire() as connection, connection.transaction():
             await _lock_name(connection, name)
+            version = await connection.fetchval(_NEXT_VERSION, name)
             if status == "active":
                 await _retire_active(connection, name)
+                await connection.execute(_BUMP_GENERATION, name)
             row = await connection.fetchrow(
                 "INSERT INTO rl_models"
                 " (model_name, version, algorithm, status, path, created_ms, hyperparameters)"
-                " SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6"
-                f" FROM rl_models WHERE model_name = $1 RETURNING {', '.join(MODEL_COLUMNS)}",
+                f" VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {', '.join(MODEL_COLUMNS)}",
                 name,
+                version,
                 *values,
             )
         return model_record(row)
@@ -217,6 +218,8 @@ class PostgresModelRegistry:
             if status == "active" and record.status != "active":
                 check_promotable(record)
                 await _retire_active(connection, name)
+            if changes_active(record.status, status):
+                await connection.execute(_BUMP_GENERATION, name)
             row = await connection.fetchrow(
                 "UPDATE rl_models SET status = COALESCE($2, status), metrics = COALESCE($3::jsonb, metrics)"
                 f" WHERE id = $1 RETURNING {', '.join(MODEL_COLUMNS)}",
@@ -249,6 +252,22 @@ class PostgresModelRegistry:
                 f"{_SELECT_MODELS} WHERE model_name = $1 ORDER BY version", name
             )
         return [model_record(row) for row in rows]
+
+    async def active_generation(self, name: str) -> int:
+        generation = await self._database.pool.fetchval(_ACTIVE_GENERATION, name)
+        return 0 if generation is None else generation
+
+    async def prune(self, *, keep: int, name: str | None = None) -> list[ModelRecord]:
+        keep = checked_keep(keep)
+        async with self._database.pool.acquire() as connection, connection.transaction():
+            if name is None:
+                ids = [row["id"] for row in await connection.fetch(prunable_ids_sql("$1", None), keep)]
+            else:
+                ids = [row["id"] for row in await connection.fetch(prunable_ids_sql("$2", "$1"), name, keep)]
+            rows = await connection.fetch(_DELETE_PRUNABLE, ids)
+        deleted = sorted((model_record(row) for row in rows), key=lambda record: (record.name, record.version))
+        await asyncio.to_thread(delete_model_files, deleted)
+        return deleted
 
 
 async def _lock_name(connection: asyncpg.Connection, name: str) -> None:

@@ -122,3 +122,17 @@ def read_transaction(connection: sqlite3.Connection) -> Iterator[None]:
         yield
     finally:
         connection.execute("COMMIT")
+
+
+class SqliteAdapter:
+    """What every SQLite adapter starts from: its own connection to the file, opened (migrations
+    applied) and closed with the adapter."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._database = SqliteConnection(path)
+
+    async def open(self) -> None:
+        await self._database.open()
+
+    async def close(self) -> None:
+        await self._database.close()

@@ -7,7 +7,7 @@ The module-level functions below are what runs on that thread.
 
 from __future__ import annotations
 
-import os
+import asyncio
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -24,14 +24,22 @@ from adapters.storage.event_rows import (
     encode_events,
     rejected,
 )
+from adapters.storage.model_files import delete_model_files
 from adapters.storage.model_rows import (
     MODEL_COLUMNS,
+    active_generation_sql,
+    bump_generation_sql,
+    changes_active,
     check_promotable,
+    checked_keep,
     checked_name,
     checked_status,
     json_object,
     model_record,
+    next_version_sql,
     not_found,
+    prunable_ids_sql,
+    still_prunable_sql,
 )
 from adapters.storage.session_rows import (
     SESSION_COLUMNS,
@@ -44,7 +52,7 @@ from adapters.storage.session_rows import (
     session_info,
     session_not_found,
 )
-from adapters.storage.sqlite_connection import SqliteConnection, read_transaction, write_transaction
+from adapters.storage.sqlite_connection import SqliteAdapter, read_transaction, write_transaction
 from domain.events import MarketEvent
 from domain.ports import ModelRecord, SessionInfo
 
@@ -56,19 +64,18 @@ _INSERT_EVENTS = {
 _SELECT_EVENTS = {table: table.select_sql("?") for table in EVENT_TABLES}
 _SELECT_SESSIONS = f"SELECT {', '.join(SESSION_COLUMNS)} FROM rl_sessions"
 _SELECT_MODELS = f"SELECT {', '.join(MODEL_COLUMNS)} FROM rl_models"
+_NEXT_VERSION = next_version_sql("?")
+_BUMP_GENERATION = bump_generation_sql("?")
+_ACTIVE_GENERATION = active_generation_sql("?")
+_DELETE_PRUNABLE = f"DELETE FROM rl_models WHERE id = ? AND {still_prunable_sql()}"
 
 
-class SqliteOrderbookStore:
+def _prunable_ids(one_name: bool) -> str:
+    return prunable_ids_sql("?", "?" if one_name else None)
+
+
+class SqliteOrderbookStore(SqliteAdapter):
     """:class:`~domain.ports.OrderbookStore` in a SQLite file (``":memory:"`` for a private one)."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self._database = SqliteConnection(path)
-
-    async def open(self) -> None:
-        await self._database.open()
-
-    async def close(self) -> None:
-        await self._database.close()
 
     async def start_session(self, tickers: Sequence[str], *, started_ms: int, source: str) -> int:
         tickers_json = orjson.dumps(checked_tickers(tickers)).decode()
@@ -162,17 +169,8 @@ def _sessions(connection: sqlite3.Connection, session_id: int | None) -> list[Se
     return [session_info(row, orjson.loads(row[1]), resolutions.get(row[0], {})) for row in sessions]
 
 
-class SqliteModelRegistry:
+class SqliteModelRegistry(SqliteAdapter):
     """:class:`~domain.ports.ModelRegistry` in a SQLite file (may be the recordings' file)."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self._database = SqliteConnection(path)
-
-    async def open(self) -> None:
-        await self._database.open()
-
-    async def close(self) -> None:
-        await self._database.close()
 
     async def register(
         self,
@@ -219,6 +217,14 @@ class SqliteModelRegistry:
             return await self._database.run(_select_models, "ORDER BY model_name, version", ())
         return await self._database.run(_select_models, "WHERE model_name = ? ORDER BY version", (name,))
 
+    async def active_generation(self, name: str) -> int:
+        return await self._database.run(_active_generation, name)
+
+    async def prune(self, *, keep: int, name: str | None = None) -> list[ModelRecord]:
+        deleted = await self._database.run(_prune, checked_keep(keep), name)
+        await asyncio.to_thread(delete_model_files, deleted)
+        return deleted
+
 
 def _register(
     connection: sqlite3.Connection,
@@ -231,11 +237,10 @@ def _register(
     status: str,
 ) -> ModelRecord:
     with write_transaction(connection):  # the write lock also serialises version numbering
-        (version,) = connection.execute(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM rl_models WHERE model_name = ?", (name,)
-        ).fetchone()
+        (version,) = connection.execute(_NEXT_VERSION, (name,)).fetchone()
         if status == "active":
             _retire_active(connection, name)
+            connection.execute(_BUMP_GENERATION, (name,))
         cursor = connection.execute(
             "INSERT INTO rl_models"
             " (model_name, version, algorithm, status, path, created_ms, hyperparameters)"
@@ -254,6 +259,8 @@ def _update(
         if status == "active" and record.status != "active":
             check_promotable(record)
             _retire_active(connection, record.name)
+        if changes_active(record.status, status):
+            connection.execute(_BUMP_GENERATION, (record.name,))
         connection.execute(
             "UPDATE rl_models SET status = COALESCE(?, status), metrics = COALESCE(?, metrics) WHERE id = ?",
             (status, metrics, model_id),
@@ -278,3 +285,18 @@ def _select_models(
     connection: sqlite3.Connection, clauses: str, parameters: tuple[Any, ...]
 ) -> list[ModelRecord]:
     return [model_record(row) for row in connection.execute(f"{_SELECT_MODELS} {clauses}", parameters)]
+
+
+def _active_generation(connection: sqlite3.Connection, name: str) -> int:
+    row = connection.execute(_ACTIVE_GENERATION, (name,)).fetchone()
+    return 0 if row is None else row[0]
+
+
+def _prune(connection: sqlite3.Connection, keep: int, name: str | None) -> list[ModelRecord]:
+    """Deletes the rows; the caller deletes the files once they are gone."""
+    parameters = (keep,) if name is None else (name, keep)  # in the order the placeholders appear
+    with write_transaction(connection):
+        ids = [row[0] for row in connection.execute(_prunable_ids(name is not None), parameters)]
+        deleted = [_get_model(connection, model_id) for model_id in ids]
+        connection.executemany(_DELETE_PRUNABLE, [(model_id,) for model_id in ids])
+    return sorted(deleted, key=lambda record: (record.name, record.version))

@@ -7,7 +7,7 @@ import pytest
 from application.replay import ReplayConfig, compile_market, compile_session, load_session_tapes, load_tapes
 from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, PublicTrade
 from domain.features import MARKET_FEATURE_COUNT, MARKET_FEATURES
-from domain.market_tape import NO_LEVEL
+from domain.market_tape import LOG_NO_LEVEL, LOG_TRADE_NO_TAKER, LOG_YES_LEVEL, NO_LEVEL, TapeError
 from domain.ports import SessionInfo, SessionNotFound
 from domain.values import Side
 
@@ -90,6 +90,81 @@ def test_a_row_never_sees_an_event_after_its_time():
     assert not np.array_equal(one.features[2:], two.features[2:])
 
 
+def test_a_tape_is_one_market_lifetime_whatever_else_the_session_holds():
+    """Market A's tape ends at A's resolution and holds nothing of B -- not B's book, trades or
+    clock -- however the two are interleaved or whatever B does after A resolved."""
+    alone = compile_market(market("A"), ticker="A", session_id=1, config=CONFIG)
+    other = [
+        BookSnapshot("B", 1, 0, yes=((1000, 7),), no=((8000, 9),)),
+        PublicTrade("B", 950, "b1", 1000, 7, NO),
+        BookDelta("B", 2, 1000, YES, 1000, 50),
+        PublicTrade("B", 2500, "b2", 1000, 3, NO),
+        BookDelta("B", 3, 7000, NO, 8000, 5),  # B goes on long after A resolved
+        MarketResolved("B", 9000, NO),
+    ]
+    interleaved = sorted(market("A") + other, key=lambda event: event.ts_ms)  # stable: recorded order kept
+    tapes = {tape.ticker: tape for tape in compile_session(interleaved, session_id=1, config=CONFIG)}
+    a, b = tapes["A"], tapes["B"]
+    assert a.times.tolist() == alone.times.tolist() == [0, 1000, 2000, 3000]
+    assert b.times[-1] == b.expiry_ms == 9000 and b.result is NO
+    for name in ("bid_prices", "bid_counts", "marks", "trade_offsets", "trade_prices", "features", "log_counts"):
+        np.testing.assert_array_equal(getattr(a, name), getattr(alone, name), err_msg=name)
+
+
+def test_the_market_log_keeps_level_changes_and_trades_in_recorded_order_per_interval():
+    tape = compile_market(market(), ticker="T", session_id=1, config=CONFIG)
+    entries = list(
+        zip(tape.log_times.tolist(), tape.log_kinds.tolist(), tape.log_prices.tolist(), tape.log_counts.tolist())
+    )
+    assert entries == [
+        (0, LOG_YES_LEVEL, 4400, 100),  # the snapshot's levels, as changes from an empty book
+        (0, LOG_YES_LEVEL, 4500, 200),
+        (0, LOG_NO_LEVEL, 5300, 300),
+        (400, LOG_YES_LEVEL, 4600, 50),  # a level's size after the change
+        (900, LOG_TRADE_NO_TAKER, 4600, 50),
+        (900, LOG_YES_LEVEL, 4600, 0),  # gone
+        (1000, LOG_NO_LEVEL, 5300, 0),
+        (2500, LOG_TRADE_NO_TAKER, 4500, 20),
+        (2500, LOG_YES_LEVEL, 4500, 180),
+    ]
+    assert tape.log_offsets.tolist() == [0, 3, 7, 7, 9]  # up to t=0, (0, 1000], (1000, 2000], (2000, 3000]
+
+
+def test_a_snapshot_mid_stream_logs_only_the_levels_it_changed():
+    events = [
+        BookSnapshot("T", 1, 0, yes=((4400, 100), (4500, 200)), no=((5300, 300),)),
+        BookSnapshot("T", 9, 1500, yes=((4500, 200), (4600, 10)), no=((5300, 250),)),
+        MarketResolved("T", 2000, YES),
+    ]
+    tape = compile_market(events, ticker="T", session_id=1, config=CONFIG)
+    start, stop = tape.log_offsets[2], tape.log_offsets[3]
+    kinds, prices, counts = (array[start:stop].tolist() for array in (tape.log_kinds, tape.log_prices, tape.log_counts))
+    changed = list(zip(kinds, prices, counts))
+    assert changed == [(LOG_YES_LEVEL, 4400, 0), (LOG_YES_LEVEL, 4600, 10), (LOG_NO_LEVEL, 5300, 250)]
+
+
+def test_log_times_never_decrease_and_stay_in_their_interval_when_the_clock_steps_back():
+    events = [
+        BookSnapshot("T", 1, 0, yes=((4400, 100),), no=()),
+        BookDelta("T", 2, 1200, YES, 4400, 5),
+        BookDelta("T", 3, 900, YES, 4400, 5),  # recorded after the one stamped 1200
+        MarketResolved("T", 3000, YES),
+    ]
+    tape = compile_market(events, ticker="T", session_id=1, config=CONFIG)
+    assert tape.log_times.tolist() == [0, 1200, 1200]
+    assert tape.log_offsets.tolist() == [0, 1, 1, 3, 3]
+
+
+def test_a_tape_refuses_a_market_log_that_does_not_fit_it():
+    tape = compile_market(market(), ticker="T", session_id=1, config=CONFIG)
+    with pytest.raises(TapeError, match="log arrays"):
+        attrs.evolve(tape, log_counts=tape.log_counts[:-1])
+    with pytest.raises(TapeError, match="never decrease"):
+        attrs.evolve(tape, log_times=tape.log_times[::-1].copy())
+    with pytest.raises(TapeError, match="log_offsets"):
+        attrs.evolve(tape, log_offsets=tape.log_offsets[:-1])
+
+
 def test_the_trade_flow_feature_sees_the_interval_trades():
     tape = compile_market(market(), ticker="T", session_id=1, config=CONFIG)
     flow = tape.features[:, MARKET_FEATURES.index("trade_flow")]
@@ -140,7 +215,20 @@ async def test_a_session_is_read_once_then_served_from_the_cache(tmp_path):
             compiled.expiry_ms,
             compiled.step_ms,
         )
-        for name in ("times", "bid_prices", "bid_counts", "marks", "trade_offsets", "trade_prices", "features"):
+        for name in (
+            "times",
+            "bid_prices",
+            "bid_counts",
+            "marks",
+            "trade_offsets",
+            "trade_prices",
+            "features",
+            "log_offsets",
+            "log_times",
+            "log_kinds",
+            "log_prices",
+            "log_counts",
+        ):
             np.testing.assert_array_equal(getattr(cached, name), getattr(compiled, name))
 
 
@@ -176,3 +264,24 @@ async def test_load_tapes_concatenates_sessions_and_unknown_ids_fail_clearly():
 def test_replay_settings_are_checked():
     with pytest.raises(ValueError, match="step_ms"):
         ReplayConfig(step_ms=0)
+
+
+async def test_data_quality_findings_are_logged_on_every_load_cached_or_not(tmp_path, caplog):
+    store = FakeStore()
+    store.add(1, market("A", resolve=False))
+    for attempt in range(2):  # compiled, then from the cache: the finding is not forgotten
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="application.replay"):
+            await load_session_tapes(store, 1, config=CONFIG, cache_dir=tmp_path)
+        assert "session 1 data quality" in caplog.text, attempt
+        assert "A: 1 book events before the first snapshot" in caplog.text and "A: no resolution" in caplog.text
+    assert store.reads == 1
+
+
+async def test_a_clean_session_loads_without_a_warning(tmp_path, caplog):
+    store = FakeStore()
+    book = BookSnapshot("A", 1, 0, yes=((4400, 100),), no=((5300, 300),))
+    store.add(1, [book, BookDelta("A", 2, 1500, YES, 4500, 10), MarketResolved("A", 3000, NO)])
+    with caplog.at_level("WARNING", logger="application.replay"):
+        await load_session_tapes(store, 1, config=CONFIG, cache_dir=tmp_path)
+    assert caplog.text == ""

@@ -32,6 +32,7 @@ class FakeRegistry:
 class FakeAgent:
     algorithm = "fake"
     hyperparameters = {"lr": 0.1}
+    metrics = {"timesteps_per_s": 9000.0}
 
     def save(self, path):
         with open(path, "w") as file:
@@ -49,8 +50,9 @@ class FakeTrainer:
         self.fail = fail
         self.calls = []
 
-    def train(self, tapes, *, total_timesteps, seed, progress=False):
+    def train(self, tapes, *, total_timesteps, seed, progress=False, eval_tapes=None, checkpoint_dir=None, run_name=None):
         self.calls.append((len(tapes), total_timesteps, seed, progress))
+        self.run = {"eval_tapes": eval_tapes, "checkpoint_dir": checkpoint_dir, "run_name": run_name}
         if self.fail:
             raise RuntimeError("diverged")
         return FakeAgent()
@@ -84,6 +86,11 @@ async def test_trains_saves_and_registers_with_what_it_takes_to_repeat_the_run(t
         settings={"environment": {"order_size": 1000}},
     )
     assert trainer.calls == [(1, 500, 3, False)]
+    assert trainer.run == {
+        "eval_tapes": None,
+        "checkpoint_dir": str(result.path).removesuffix(".zip") + ".checkpoints",
+        "run_name": "m-v1",
+    }
     assert result.path.read_text() == "weights"
     assert result.path.parent == tmp_path / "models"
     record = registry.records[result.record.model_id]
@@ -91,7 +98,28 @@ async def test_trains_saves_and_registers_with_what_it_takes_to_repeat_the_run(t
     assert record.hyperparameters["lr"] == 0.1 and record.hyperparameters["sessions"] == [4]
     assert record.hyperparameters["seed"] == 3 and record.hyperparameters["environment"] == {"order_size": 1000}
     assert record.hyperparameters["replay"] == {"step_ms": 1000, "depth_levels": 10}
+    assert record.metrics == {"training": {"timesteps_per_s": 9000.0}} == result.record.metrics
     assert result.markets == 1 and result.steps_per_pass == 3
+
+
+async def test_held_out_tapes_go_to_the_trainer_for_periodic_evaluation(tmp_path):
+    trainer = FakeTrainer()
+    held_out = tapes()
+    await train_on_tapes(
+        tapes(),
+        registry=FakeRegistry(),
+        trainer=trainer,
+        clock=FakeClock(),
+        session_ids=[4],
+        name="m",
+        total_timesteps=10,
+        seed=0,
+        models_dir=tmp_path,
+        replay=ReplayConfig(),
+        eval_tapes=held_out,
+        eval_session_ids=[5],
+    )
+    assert trainer.run["eval_tapes"] == held_out
 
 
 async def test_a_failed_training_is_marked_failed_in_the_registry(tmp_path):
@@ -137,3 +165,5 @@ async def test_sessions_with_nothing_to_replay_are_refused(tmp_path):
         await train_agent(session_ids=[1], **kwargs)
     with pytest.raises(NothingToTrainOn, match="no sessions"):
         await train_agent(session_ids=[], **kwargs)
+    with pytest.raises(ValueError, match=r"sessions \[1\] are both trained on and held out"):
+        await train_agent(session_ids=[1, 2], eval_session_ids=[1], **kwargs)

@@ -204,6 +204,39 @@ async def test_a_partial_batch_is_written_once_its_first_event_has_waited_the_in
     assert store.write_calls == [3]
 
 
+async def test_flush_writes_a_partial_batch_now_and_returns_once_it_is_stored():
+    store = FakeStore()
+    queue = queue_for(store, batch_size=100, flush_interval_s=None)
+    await queue.start()
+    for event in deltas(4):
+        queue.offer(event)
+    await asyncio.sleep(0.02)
+    assert store.write_calls == []  # neither a full batch nor an interval: nothing is due
+
+    assert await queue.flush(timeout_s=2) == 5
+    assert store.write_calls == [5] and queue.pending == 0
+    assert await queue.flush(timeout_s=2) == 0  # nothing new: nothing written
+
+    for event in deltas(2, start_seq=6)[1:]:
+        queue.offer(event)
+    assert await queue.flush(timeout_s=2) == 2
+    await queue.drain()
+    assert store.write_calls == [5, 2]
+
+
+async def test_flush_times_out_while_the_store_hangs():
+    store = FakeStore()
+    store.hold = asyncio.Event()
+    queue = queue_for(store, batch_size=100, flush_interval_s=None)
+    await queue.start()
+    queue.offer(deltas(0)[0])
+    with pytest.raises(TimeoutError):
+        await queue.flush(timeout_s=0.05)
+    store.hold.set()
+    await queue.drain()
+    assert len(store.events) == 1
+
+
 # ---------------------------------------------------------------------------------------------
 # Outages
 # ---------------------------------------------------------------------------------------------

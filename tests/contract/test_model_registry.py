@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,3 +210,113 @@ async def test_list_models_orders_by_name_then_version_and_filters_by_name(stora
     assert listed == [("alpha", 1), ("alpha", 2), ("alpha", 3), ("zeta", 1), ("zeta", 2)]
     assert [model.version for model in await registry.list_models("zeta")] == [1, 2]
     assert await registry.list_models("nobody") == []
+
+
+# ---------------------------------------------------------------------------------------------
+# The change signal: active_generation
+# ---------------------------------------------------------------------------------------------
+async def test_the_active_generation_moves_exactly_when_the_active_version_changes(storage):
+    registry = await storage.open_registry()
+    assert await registry.active_generation("ppo-book") == 0  # never registered
+
+    v1, v2 = await register(registry, created_ms=1), await register(registry, created_ms=2)
+    assert await registry.active_generation("ppo-book") == 0  # nothing active yet
+
+    await registry.promote(v1.model_id)
+    assert await registry.active_generation("ppo-book") == 1
+    await registry.promote(v1.model_id)  # already active: no change
+    await registry.update(v1.model_id, metrics={"x": 1})
+    await registry.update(v2.model_id, status="failed")
+    assert await registry.active_generation("ppo-book") == 1
+
+    await registry.promote((await register(registry, created_ms=3)).model_id)
+    assert await registry.active_generation("ppo-book") == 2
+    await register(registry, status="active", created_ms=4)
+    assert await registry.active_generation("ppo-book") == 3
+    await registry.update((await registry.active("ppo-book")).model_id, status="retired")  # none active now
+    assert await registry.active_generation("ppo-book") == 4
+
+    with pytest.raises(ValueError, match="refusing"):
+        await registry.promote(v2.model_id)  # a failed version: refused, nothing moves
+    assert await registry.active_generation("ppo-book") == 4
+    # Per name, and the same from any instance over the same store.
+    await register(registry, "other", status="active")
+    assert await (await storage.open_registry()).active_generation("ppo-book") == 4
+    assert await registry.active_generation("other") == 1
+
+
+async def test_concurrent_promotions_each_move_the_generation_once(storage):
+    registries = [await storage.open_registry(), await storage.open_registry()]
+    models = [await register(registries[0], created_ms=ms) for ms in range(6)]
+
+    await asyncio.gather(*(registries[i % 2].promote(model.model_id) for i, model in enumerate(models)))
+
+    assert await registries[1].active_generation("ppo-book") == 6
+
+
+# ---------------------------------------------------------------------------------------------
+# Retention: prune
+# ---------------------------------------------------------------------------------------------
+async def registered_with_files(registry, tmp_path, name, status, created_ms):
+    path = tmp_path / f"{name}-{created_ms}.zip"
+    path.write_bytes(b"weights")
+    record = await register(registry, name, status=status, created_ms=created_ms, path=str(path))
+    checkpoints = tmp_path / f"{name}-{created_ms}.checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "step_1000.zip").write_bytes(b"checkpoint")
+    assert record.checkpoint_dir == str(checkpoints)
+    return record
+
+
+async def test_prune_keeps_the_newest_retired_or_failed_versions_of_each_name_and_deletes_the_rest(
+    storage, tmp_path
+):
+    registry = await storage.open_registry()
+    statuses = ["retired", "failed", "training", "retired", "retired", "active", "failed"]  # versions 1..7
+    book = [await registered_with_files(registry, tmp_path, "book", s, ms) for ms, s in enumerate(statuses)]
+    other = [await registered_with_files(registry, tmp_path, "other", "retired", 100 + ms) for ms in range(2)]
+    generation = await registry.active_generation("book")
+
+    deleted = await registry.prune(keep=2)
+
+    # book: the prunable versions are 1, 2, 4, 5, 7; the newest two (7 and 5) stay.
+    assert [(m.name, m.version) for m in deleted] == [("book", 1), ("book", 2), ("book", 4)]
+    assert [m.version for m in await registry.list_models("book")] == [3, 5, 6, 7]
+    assert [m.version for m in await registry.list_models("other")] == [1, 2]
+    for record in book:
+        gone = record.version in (1, 2, 4)
+        assert Path(record.path).exists() is not gone
+        assert Path(record.checkpoint_dir).exists() is not gone
+    assert all(Path(record.path).exists() for record in other)
+    with pytest.raises(ModelNotFound):
+        await registry.get(book[0].model_id)
+    assert await registry.active_generation("book") == generation  # nothing active was touched
+
+
+async def test_prune_one_name_to_zero_keeps_its_active_and_training_versions_and_never_reuses_versions(
+    storage, tmp_path
+):
+    registry = await storage.open_registry()
+    for ms, status in enumerate(["active", "training", "retired", "failed"]):
+        await registered_with_files(registry, tmp_path, "book", status, ms)
+    await registered_with_files(registry, tmp_path, "other", "retired", 10)
+
+    deleted = await registry.prune(keep=0, name="book")
+
+    assert [(m.name, m.version) for m in deleted] == [("book", 3), ("book", 4)]
+    assert [(m.version, m.status) for m in await registry.list_models("book")] == [(1, "active"), (2, "training")]
+    assert len(await registry.list_models("other")) == 1
+    # The numbers of pruned versions are never handed out again.
+    assert (await register(registry, "book", created_ms=20)).version == 5
+    assert await registry.prune(keep=0, name="book") == []
+
+
+async def test_prune_tolerates_files_already_gone_and_refuses_a_negative_keep(storage, tmp_path):
+    registry = await storage.open_registry()
+    await register(registry, status="retired", path=str(tmp_path / "never-written.zip"))
+
+    with pytest.raises(ValueError, match="keep must be a whole number of versions >= 0, got -1"):
+        await registry.prune(keep=-1)
+    assert len(await registry.list_models()) == 1
+    assert len(await registry.prune(keep=0)) == 1
+    assert await registry.list_models() == []

@@ -117,6 +117,8 @@ async def test_a_batch_the_database_refuses_writes_nothing(storage):
         (BookDelta(A, 1, 1.5, Side.YES, 4500, 1), ValueError, "timestamp_ms must be int"),
         (BookDelta(A, 1, 1, Side.YES, 4500.0, 1), ValueError, "price must be int"),
         (BookDelta(A, 1, 1, "yes", 4500, 1), ValueError, "side must be a Side"),
+        (BookDelta(A, True, 1, Side.YES, 4500, 1), ValueError, "sequence_number must be int or None, got True"),
+        (PublicTrade(A, 1, "t", 4500, 1.5, Side.YES), ValueError, "count must be int, got 1.5"),
         (BookSnapshot(A, 1, 1, yes=((0.45, 100),), no=()), ValueError, "not a \\(price, count\\) pair of ints"),
         (BookSnapshot(A, 1, 1, yes=((20_000, 100),), no=()), ValueError, "outside 0..10000"),
         (PublicTrade(A, 1, "t", 4500, 0, Side.YES), ValueError, "none was written"),

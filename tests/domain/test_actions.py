@@ -1,5 +1,9 @@
+import json
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from domain.actions import (
     ACTION_COUNT,
@@ -7,6 +11,8 @@ from domain.actions import (
     ActionConfig,
     ActionDecoder,
     ActionError,
+    ActionSpace,
+    ActionSpaceMismatch,
     PricingStrategy,
     cash_required,
 )
@@ -137,3 +143,133 @@ def test_a_bad_action_config_is_refused(kwargs, message):
 
 def test_pricing_accepts_its_name():
     assert ActionConfig(pricing="mid").pricing is PricingStrategy.MID
+
+
+# ---------------------------------------------------------------------------------------------
+# The sized (21-action) space, recording the space with a model, and the mask's definition
+# ---------------------------------------------------------------------------------------------
+def sized(pricing="aggressive", **kwargs):
+    kwargs.setdefault("max_position", 200 * ONE_CONTRACT)
+    return ActionDecoder(ActionConfig(pricing=pricing, space=ActionSpace.SIZED, **kwargs), FEES)
+
+
+def test_the_sized_space_is_hold_and_four_directions_at_five_sizes():
+    decoder = sized()
+    assert decoder.action_count == 21
+    assert decoder.action_names[:7] == (
+        "HOLD", "BUY_YES_5", "BUY_YES_10", "BUY_YES_20", "BUY_YES_50", "BUY_YES_100", "SELL_YES_5",
+    )  # fmt: skip
+    assert decoder.action_names[-1] == "SELL_NO_100"
+    assert decoder.order(5, BID, ASK, 0) == (OrderSide.BID, ASK, 100 * ONE_CONTRACT)  # BUY_YES_100
+    assert decoder.order(14, BID, ASK, 0) == (OrderSide.ASK, BID, 50 * ONE_CONTRACT)  # BUY_NO_50
+    assert decoder.direction(14) is Action.BUY_NO and decoder.direction(0) is Action.HOLD
+    request = decoder.decode(8, ticker="T", yes_bid=BID, yes_ask=ASK, position=30 * ONE_CONTRACT, client_order_id="c")
+    assert (request.side, request.price, request.count) == (OrderSide.ASK, BID, 20 * ONE_CONTRACT)  # SELL_YES_20
+    assert request.reduce_only
+    assert ActionConfig(space="sized", sizes=(10, 20, 50, 100)).action_count == 17
+
+
+def test_a_sized_order_is_cut_to_the_holding_and_to_the_position_limit():
+    decoder = sized(max_position=50 * ONE_CONTRACT)
+    assert decoder.order(10, BID, ASK, 30 * ONE_CONTRACT)[2] == 30 * ONE_CONTRACT  # SELL_YES_100 sells what is held
+    assert decoder.order(5, BID, ASK, 30 * ONE_CONTRACT)[2] == 20 * ONE_CONTRACT  # BUY_YES_100 up to the limit of 50
+    assert decoder.order(5, BID, ASK, 50 * ONE_CONTRACT) is None
+
+
+def test_an_unknown_action_of_the_sized_space_names_its_range():
+    with pytest.raises(ActionError, match="0..20 of the 'sized' space"):
+        sized().order(21, BID, ASK, 0)
+    with pytest.raises(ActionError, match="0..20"):
+        sized().order(-1, BID, ASK, 0)
+
+
+def test_a_model_of_another_action_space_is_refused_with_a_clear_error():
+    five, twenty_one = decoder(), sized()
+    five.check_model(5)
+    twenty_one.check_model(21)
+    expected = r"model.zip chooses among 21 actions.*'single-size' action space of 5"
+    with pytest.raises(ActionSpaceMismatch, match=expected):
+        five.check_model(21, model="model.zip")
+    with pytest.raises(ActionSpaceMismatch, match="5 actions.*'sized' action space of 21"):
+        twenty_one.check_model(5)
+
+
+def test_the_action_config_is_recorded_as_plain_values_and_read_back():
+    config = ActionConfig(space="sized", pricing="mid", max_position=100 * ONE_CONTRACT)
+    recorded = json.loads(json.dumps(config.as_dict()))
+    assert recorded["space"] == "sized" and recorded["action_count"] == 21
+    assert ActionConfig.from_dict(recorded) == config
+    with pytest.raises(ActionSpaceMismatch, match="21 actions, but the record says 5"):
+        ActionConfig.from_dict({**recorded, "action_count": 5})
+    assert ActionConfig.from_dict(ActionConfig().as_dict()).action_count == ACTION_COUNT == 5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"space": "huge"}, "single-size, sized"),
+        ({"space": "sized", "sizes": (20, 10)}, "ascending"),
+        ({"space": "sized", "sizes": ()}, "sizes"),
+        ({"space": "sized", "sizes": (1000, 2000), "max_position": 500}, "smallest order"),
+    ],
+)
+def test_a_bad_action_space_config_is_refused(kwargs, message):
+    with pytest.raises(ActionError, match=message):
+        ActionConfig(**kwargs)
+
+
+def test_the_sized_mask_allows_the_sizes_the_account_can_pay_for():
+    decoder = sized()
+    mask = np.zeros(decoder.action_count, dtype=bool)
+    twenty = cash_required(OrderSide.BID, ASK, 20 * ONE_CONTRACT, 0, FEES)
+    decoder.mask(mask, yes_bid=BID, yes_ask=ASK, position=0, buying_power=twenty)
+    assert [decoder.action_names[a] for a in np.flatnonzero(mask)] == [
+        "HOLD", "BUY_YES_5", "BUY_YES_10", "BUY_YES_20", "BUY_NO_5", "BUY_NO_10",  # NO at 0.55 costs more
+    ]  # fmt: skip
+
+
+MARKET_PRICES = st.one_of(st.just(-1), st.integers(0, 10_000))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    space=st.sampled_from(list(ActionSpace)),
+    pricing=st.sampled_from(list(PricingStrategy)),
+    yes_bid=MARKET_PRICES,
+    yes_ask=MARKET_PRICES,
+    position=st.integers(-120, 120).map(lambda contracts: contracts * ONE_CONTRACT // 2),
+    buying_power=st.integers(0, 150 * MONEY_SCALE),
+)
+def test_an_action_is_legal_exactly_when_it_decodes_to_an_order_the_account_can_pay_for(
+    space, pricing, yes_bid, yes_ask, position, buying_power
+):
+    decoder = ActionDecoder(ActionConfig(space=space, pricing=pricing, max_position=60 * ONE_CONTRACT), FEES)
+    legal = decoder.legal_actions(yes_bid=yes_bid, yes_ask=yes_ask, position=position, buying_power=buying_power)
+    expected = [True]
+    for action in range(1, decoder.action_count):
+        order = decoder.order(action, yes_bid, yes_ask, position)
+        expected.append(order is not None and cash_required(*order, position, FEES) <= buying_power)
+    assert legal == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    space=st.sampled_from(list(ActionSpace)),
+    pricing=st.sampled_from(list(PricingStrategy)),
+    yes_bid=MARKET_PRICES,
+    yes_ask=MARKET_PRICES,
+    position=st.integers(-120, 120).map(lambda contracts: contracts * ONE_CONTRACT // 2),
+    surplus=st.integers(0, 10**12),
+)
+def test_above_the_ample_buying_power_the_mask_no_longer_depends_on_it(
+    space, pricing, yes_bid, yes_ask, position, surplus
+):
+    # The environment caches masks keyed on min(buying power, ample): that is only sound if this holds.
+    decoder = ActionDecoder(ActionConfig(space=space, pricing=pricing, max_position=60 * ONE_CONTRACT), FEES)
+    ample = decoder.ample_buying_power
+    at_ample = decoder.legal_actions(yes_bid=yes_bid, yes_ask=yes_ask, position=position, buying_power=ample)
+    above = decoder.legal_actions(yes_bid=yes_bid, yes_ask=yes_ask, position=position, buying_power=ample + surplus)
+    assert at_ample == above
+    # and it covers the dearest order there is: the largest size, opening at the fee's $0.50 peak
+    largest = decoder.config.order_sizes[-1]
+    assert cash_required(OrderSide.BID, 5000, largest, 0, FEES) <= ample

@@ -6,6 +6,7 @@ import pytest
 from domain.features import (
     FEATURE_BOUND,
     FEATURE_NAMES,
+    HISTORY_ROWS,
     MARKET_FEATURE_COUNT,
     MARKET_FEATURES,
     OBSERVATION_SIZE,
@@ -13,6 +14,7 @@ from domain.features import (
     ORDER_OFFSET,
     PORTFOLIO_FEATURES,
     PORTFOLIO_OFFSET,
+    ObservationBuilder,
     market_features,
     write_order_features,
     write_portfolio_features,
@@ -192,3 +194,88 @@ def test_order_features_describe_the_resting_order_or_nothing():
     assert out[ORDER["order_distance"]] == pytest.approx(0.2)
     assert out[ORDER["order_remaining"]] == pytest.approx(0.5)
     assert out[ORDER["order_age"]] == 1.0
+
+
+def random_market(n, seed):
+    """n rows of a random two-level book, marks, and trades: the arrays market_features takes."""
+    rng = np.random.default_rng(seed)
+    prices = np.full((n, 2, 3), NO_LEVEL, dtype=np.int32)
+    counts = np.zeros((n, 2, 3), dtype=np.int64)
+    for side in (0, 1):
+        top = rng.integers(3000, 5000, size=n) // 100 * 100
+        present = rng.random(n) > 0.1  # a side is empty now and then
+        for level in range(2):
+            prices[:, side, level] = np.where(present, top - 100 * level, NO_LEVEL)
+            counts[:, side, level] = np.where(present, rng.integers(1, 500, size=n) * ONE_CONTRACT, 0)
+    marks = mark_prices(prices[:, 0, 0], np.where(prices[:, 1, 0] >= 0, ONE_DOLLAR - prices[:, 1, 0], -1))
+    per_row = rng.integers(0, 4, size=n)
+    offsets = np.concatenate(([0], np.cumsum(per_row)))
+    trades = int(offsets[-1])
+    return {
+        "times": np.arange(n, dtype=np.int64) * 1000 + 7,
+        "bid_prices": prices,
+        "bid_counts": counts,
+        "marks": marks,
+        "trade_offsets": offsets,
+        "trade_counts": rng.integers(1, 10_000, size=trades).astype(np.int64),
+        "trade_takers": rng.integers(0, 2, size=trades).astype(np.int8),
+    }
+
+
+def window(market, start, row):
+    """Rows start..row of ``market``, with their trades."""
+    offsets = market["trade_offsets"]
+    first, last = offsets[start], offsets[row + 1]
+    return {
+        "times": market["times"][start : row + 1],
+        "bid_prices": market["bid_prices"][start : row + 1],
+        "bid_counts": market["bid_counts"][start : row + 1],
+        "marks": market["marks"][start : row + 1],
+        "trade_offsets": offsets[start : row + 2] - first,
+        "trade_counts": market["trade_counts"][first:last],
+        "trade_takers": market["trade_takers"][first:last],
+    }
+
+
+def test_a_row_needs_only_the_history_rows_before_it():
+    """What the live actor relies on: the last row of a HISTORY_ROWS window is the tape's row,
+    bit for bit, wherever the window starts."""
+    n = 300
+    market = random_market(n, 5)
+    expiry, start_ms = int(market["times"][-1]) + 60_000, int(market["times"][0])
+    whole = market_features(expiry_ms=expiry, **market)
+    for row in (HISTORY_ROWS - 1, 150, n - 1):
+        rows = window(market, row - HISTORY_ROWS + 1, row)
+        np.testing.assert_array_equal(market_features(expiry_ms=expiry, start_ms=start_ms, **rows)[-1], whole[row])
+    # One row fewer is not enough: the long price move reaches back HISTORY_ROWS - 1 rows.
+    short = market_features(expiry_ms=expiry, start_ms=start_ms, **window(market, 250 - HISTORY_ROWS + 2, 250))
+    move_long = MARKET_FEATURES.index("move_long")
+    assert short[-1][move_long] != whole[250][move_long]
+
+
+def test_start_ms_after_the_first_row_is_refused():
+    market = random_market(5, 1)
+    with pytest.raises(ValueError, match="start_ms"):
+        market_features(expiry_ms=10_000, start_ms=int(market["times"][0]) + 1, **market)
+
+
+def test_the_builder_rewrites_only_what_changed_and_always_returns_the_full_observation():
+    builder = ObservationBuilder(initial_cash=100 * MONEY_SCALE, max_position=50 * ONE_CONTRACT, order_size=1000)
+    row = np.linspace(0, 1, MARKET_FEATURE_COUNT, dtype=np.float32)
+    inputs = [
+        (row, 4600, 0, 0, 0, 100 * MONEY_SCALE, None, 0, 0, 0),
+        (row, 4600, 1000, 4_700_000, 4_600_000, 95 * MONEY_SCALE, True, 4500, 500, 3),
+        (row, 4700, 1000, 4_700_000, 4_700_000, 95 * MONEY_SCALE, True, 4500, 500, 4),
+        (row, 4700, 0, 0, 0, 99 * MONEY_SCALE, None, 0, 0, 0),
+        (row, 4700, 0, 0, 0, 99 * MONEY_SCALE, None, 0, 0, 0),
+    ]
+    for args in inputs * 2:
+        observation = builder.observe(*args)
+        fresh = ObservationBuilder(initial_cash=100 * MONEY_SCALE, max_position=50 * ONE_CONTRACT, order_size=1000)
+        np.testing.assert_array_equal(observation, fresh.observe(*args))
+    assert observation is not builder.observe(*inputs[-1])  # a new array each time: callers may keep it
+
+
+def test_the_builder_refuses_a_bad_scale():
+    with pytest.raises(ValueError, match="max_position"):
+        ObservationBuilder(initial_cash=1, max_position=0, order_size=1)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from adapters.storage import SqliteModelRegistry, SqliteOrderbookStore
+from adapters.storage import SqliteModelRegistry, SqliteOrderbookStore, SqliteTradingRecords
 from application.demo import DemoConfig, run_demo
 from application.replay import ReplayConfig
+from entrypoints.evaluate_command import quoting_settings
 from entrypoints.learning import EnvironmentSettings, sb3_trainer, synthetic_session_feed
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -26,8 +27,10 @@ class WallClock:
 async def test_the_demo_records_trains_evaluates_and_reports(tmp_path):
     store = SqliteOrderbookStore(tmp_path / "kalshiflow.db")
     registry = SqliteModelRegistry(tmp_path / "kalshiflow.db")
+    records = SqliteTradingRecords(tmp_path / "kalshiflow.db")
     await store.open()
     await registry.open()
+    await records.open()
     environment = EnvironmentSettings()
     lines = []
     try:
@@ -42,9 +45,11 @@ async def test_the_demo_records_trains_evaluates_and_reports(tmp_path):
             ),
             store=store,
             registry=registry,
+            records=records,
             make_feed=synthetic_session_feed,
             trainer=sb3_trainer(environment, n_envs=2),
             make_environment=environment.make_environment,
+            make_quoting_environment=quoting_settings(environment).make_environment,
             clock=WallClock(),
             models_dir=tmp_path / "models",
             cache_dir=tmp_path / "cache",
@@ -54,9 +59,12 @@ async def test_the_demo_records_trains_evaluates_and_reports(tmp_path):
         )
         sessions = await store.list_sessions()
         stored = await registry.get(result.model.model_id)
+        episodes = await records.list_episodes(result.model.model_id, mode="evaluation")
+        actions = await records.read_actions(episodes[0].episode_id)
     finally:
         await store.close()
         await registry.close()
+        await records.close()
 
     assert len(sessions) == 3 and all(session.is_closed for session in sessions)
     assert result.train_sessions == (sessions[0].session_id, sessions[1].session_id)
@@ -66,18 +74,23 @@ async def test_the_demo_records_trains_evaluates_and_reports(tmp_path):
     rows = {}
     for line in result.table.splitlines():
         name = line.split(" ", 1)[0]
-        if name in ("ppo", "random", "do-nothing"):
+        if name in ("ppo", "random", "do-nothing", "market-maker"):
             rows[name] = line
-    assert set(rows) == {"ppo", "random", "do-nothing"}
+    assert set(rows) == {"ppo", "random", "do-nothing", "market-maker"}
     for line in rows.values():
         numbers = [float(x) for x in re.findall(r"[-+]?\d+\.\d+", line)]
         assert len(numbers) >= 5 and all(math.isfinite(x) for x in numbers)
     assert result.table in lines and result.verdict in lines
 
-    model, random, nothing = result.evaluations
+    model, random, nothing, maker = result.evaluations
     assert nothing.total_return == 0.0 and nothing.trades == 0
     assert random.trades > 0
-    assert result.promoted == (model.total_return > random.total_return and model.total_return > 0.0)
+    assert result.promoted == (
+        not model.collapsed() and all(model.mean_return > b.mean_return for b in (random, nothing, maker))
+    )
+    # The model's held-out episodes and every decision in them are in the trading records.
+    assert [e.episode_id for e in episodes] == list(result.recorded_episodes) and len(episodes) == len(result.held_out_sessions) * 2
+    assert len(actions) == episodes[0].result.step_count > 0
     assert ("Promoted" in result.verdict) == result.promoted and ("NOT promoted" in result.verdict) != result.promoted
 
     # The model was saved, loaded back for the evaluation, and registered with what it did.
@@ -85,7 +98,7 @@ async def test_the_demo_records_trains_evaluates_and_reports(tmp_path):
     assert stored.status == ("active" if result.promoted else "retired")
     assert stored.hyperparameters["environment"]["contract_size"] == 10
     assert stored.hyperparameters["total_timesteps"] == 1_024
-    assert set(stored.metrics["held_out"]) == {model.name, "random", "do-nothing"}
+    assert set(stored.metrics["held_out"]) == {model.name, "random", "do-nothing", "market-maker"}
     assert result.chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert list((tmp_path / "cache").glob("replay-*.npz"))  # the tapes were cached
 
@@ -109,7 +122,7 @@ def test_the_cli_demo_then_train_and_evaluate_on_its_sessions(tmp_path):
         data_dir=tmp_path,
     )
     assert demo.returncode == 0, demo.stderr
-    for name in ("ppo v1", "random", "do-nothing"):
+    for name in ("ppo v1", "random", "do-nothing", "market-maker"):
         assert re.search(rf"^{name}\s+[-+]\d+\.\d\d", demo.stdout, re.MULTILINE), demo.stdout
     assert "promoted" in demo.stdout.lower()
     assert (tmp_path / "demo-equity.png").exists()
@@ -121,7 +134,9 @@ def test_the_cli_demo_then_train_and_evaluate_on_its_sessions(tmp_path):
     evaluate = kalshiflow("evaluate", model_id, "--sessions", "2", "--chart", str(chart), data_dir=tmp_path)
     assert evaluate.returncode == 0, evaluate.stderr
     assert re.search(r"^ppo v1\s+[-+]\d+\.\d\d", evaluate.stdout, re.MULTILINE), evaluate.stdout
-    assert chart.exists()
+    assert re.search(r"^market-maker\s+[-+]\d+\.\d\d", evaluate.stdout, re.MULTILINE), evaluate.stdout
+    assert "promotion rule" in evaluate.stdout and f"Equity curves: {chart}" in evaluate.stdout
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     missing = kalshiflow("train", "--sessions", "99", data_dir=tmp_path)
     assert missing.returncode == 2 and "cannot train" in missing.stderr

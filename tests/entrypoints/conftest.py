@@ -1,17 +1,25 @@
-"""Fakes of the ports the commands use (in memory, no I/O), handed to tests as fixtures."""
+"""Fakes of the ports the commands use (in memory, no I/O), and for live ingestion a real local
+exchange in the test's process with the settings that point at it."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 
+from adapters.kalshi.auth import generate_keypair, public_key_from_pem
+from adapters.local_exchange import ExchangeConfig, LocalExchange
+from adapters.synthetic.market_model import SyntheticMarketConfig
 from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, PublicTrade
 from domain.ports import ModelNotFound, ModelRecord, SessionInfo, SessionNotFound
 from domain.values import Side
+from entrypoints.config import Settings
 
 
 class FakeOrderbookStore:
@@ -155,3 +163,70 @@ def fake_registry() -> FakeModelRegistry:
 @pytest.fixture
 def fake_feed_type() -> type[FakeFeed]:
     return FakeFeed
+
+
+# ---------------------------------------------------------------------------------------------
+# Live ingestion: a real local exchange in this process, and the settings that point at it
+# ---------------------------------------------------------------------------------------------
+LIVE_KEY_ID = "entrypoints-live-key"
+
+
+@pytest.fixture(scope="session")
+def live_key_files(tmp_path_factory) -> tuple[Path, Path]:
+    """A fresh RSA keypair as PEM files: (private, public)."""
+    private_pem, public_pem = generate_keypair()
+    directory = tmp_path_factory.mktemp("live-keys")
+    (directory / "private.pem").write_bytes(private_pem)
+    (directory / "public.pem").write_bytes(public_pem)
+    return directory / "private.pem", directory / "public.pem"
+
+
+@pytest.fixture
+def local_exchange(live_key_files) -> Callable[..., contextlib.AbstractAsyncContextManager[LocalExchange]]:
+    """``async with local_exchange(max_events=500) as exchange``: three synthetic markets on
+    127.0.0.1, the order flow held until ``exchange.start_flow()`` (so a feed subscribes first)."""
+    public_key = public_key_from_pem(live_key_files[1].read_bytes())
+
+    @contextlib.asynccontextmanager
+    async def running(**overrides: Any) -> AsyncIterator[LocalExchange]:
+        market = SyntheticMarketConfig(seed=5, markets=3)
+        options = {"api_keys": {LIVE_KEY_ID: public_key}, "market": market, "speed": 0}
+        exchange = LocalExchange(ExchangeConfig(**(options | overrides)))
+        await exchange.start(flow=False)
+        try:
+            yield exchange
+        finally:
+            await exchange.stop(drain_timeout_s=2.0)
+
+    return running
+
+
+@pytest.fixture
+def live_settings(live_key_files, tmp_path) -> Callable[..., Settings]:
+    """``live_settings(exchange, **overrides)``: settings recording ``exchange`` into SQLite."""
+
+    def settings(exchange: LocalExchange, **overrides: Any) -> Settings:
+        options = {
+            "data_dir": tmp_path / "data",
+            "kalshi_api_key_id": LIVE_KEY_ID,
+            "kalshi_private_key_path": live_key_files[0],
+            "kalshi_ws_url": exchange.ws_url,
+            "market_tickers": exchange.tickers,
+            "orderbook_batch_size": 50,
+            "orderbook_flush_interval_s": 0.05,
+        }
+        return Settings(**(options | overrides))
+
+    return settings
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def wait_until() -> Callable[..., Any]:
+    """``await wait_until(lambda: ..., timeout_s=10)``."""
+    return until

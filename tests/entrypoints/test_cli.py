@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from dependency_injector import providers
 
+from domain.events import BookDelta, BookSnapshot
+from domain.values import Side
 from entrypoints import cli
 from entrypoints.config import Settings
 from entrypoints.container import build_container
@@ -89,6 +91,37 @@ def test_sessions_show_an_unknown_id_is_a_clear_error_with_exit_code_2(settings,
         f"kalshiflow-rl: error: no session with id 42 in SQLite {settings.sqlite_path}; "
         "`kalshiflow-rl sessions list` shows the recorded ones\n"
     )
+
+
+def test_sessions_check_of_a_clean_session_exits_0(settings, container, capsys):
+    run(["collect", "--markets", "2", "--events", "10"], settings, container)
+    capsys.readouterr()
+
+    assert run(["sessions", "check", "1"], settings, container) == 0
+
+    out = capsys.readouterr().out
+    assert out == "session 1: 1 markets\n  FAKE-0-0: 10 events (1 snapshots, 7 deltas, 1 trades) over 0.0 s\n    - clean\n"
+
+
+async def test_sessions_check_reports_findings_with_exit_code_1(settings, container, fake_store, capsys):
+    await fake_store.open()
+    session_id = await fake_store.start_session(["A"], started_ms=0, source="test")
+    book = BookSnapshot("A", 1, 0, yes=((4400, 100),), no=((5300, 300),), sid=1)
+    await fake_store.write_events(session_id, [book, BookDelta("A", 3, 120_000, Side.YES, 4700, 5, sid=1)])
+
+    args = cli.build_parser().parse_args(["sessions", "check", str(session_id)])
+    assert await cli.check_sessions(args, settings, container) == 1
+
+    out = capsys.readouterr().out
+    assert "    - 1 sequence gaps and 0 repeats" in out
+    assert "    - book locked for 0.0 s" not in out  # locked only at the last event: no time spent
+    assert "    - 1 silences over 60.0 s (longest 120.0 s)" in out
+    assert "    - no resolution: its episodes end without settlement" in out
+
+
+def test_sessions_check_of_an_unknown_id_is_a_clear_error(settings, container, capsys):
+    assert run(["sessions", "check", "42"], settings, container) == 2
+    assert "no session with id 42" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def test_the_configuration_tree_mirrors_the_settings(tmp_path):
     settings = Settings(data_dir=tmp_path, orderbook_batch_size=7, orderbook_flush_interval_s=0.5)
     tree = container_config(settings)
     assert tree["storage"] == {"kind": "sqlite", "sqlite_path": str(tmp_path / "kalshiflow.db"), "database_url": None}
-    assert tree["recording"] == {"batch_size": 7, "flush_interval_ms": 500}
+    assert tree["recording"] == {"batch_size": 7, "flush_interval_ms": 500, "sample_every": 1, "drain_timeout_s": 30.0}
     assert tree["paths"]["models_dir"] == str(tmp_path / "models")
 
 

@@ -1,5 +1,6 @@
 import warnings
 
+import attrs
 import gymnasium
 import numpy as np
 import pytest
@@ -7,10 +8,12 @@ from gymnasium.utils.env_checker import check_env as gymnasium_check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from adapters.gym_env import ENV_ID, OrderbookEnv
-from application.replay import ReplayConfig, compile_market
-from domain.actions import Action, ActionConfig, PricingStrategy
+from adapters.simulated_exchange import ExchangeConfig
+from application.replay import ReplayConfig, compile_market, compile_session
+from domain.actions import Action, ActionConfig, ActionSpace, ActionSpaceMismatch, PricingStrategy
 from domain.events import BookDelta, BookSnapshot, MarketResolved, PublicTrade
-from domain.features import ORDER_FEATURES, ORDER_OFFSET, PORTFOLIO_FEATURES, PORTFOLIO_OFFSET
+from domain.features import MARKET_FEATURES, ORDER_FEATURES, ORDER_OFFSET, PORTFOLIO_FEATURES, PORTFOLIO_OFFSET
+from domain.orders import OrderSide, OrderStatus
 from domain.rewards import RewardFunction
 from domain.values import MONEY_SCALE, ONE_CONTRACT, Side
 
@@ -184,3 +187,162 @@ def test_the_observation_never_names_a_market():
 def test_needs_tapes():
     with pytest.raises(ValueError, match="tape"):
         OrderbookEnv([])
+
+
+# ---------------------------------------------------------------------------------------------
+# The simulated exchange behind the environment: latency, queue, no look-ahead
+# ---------------------------------------------------------------------------------------------
+def test_an_order_acts_on_the_book_as_it_stands_when_it_lands():
+    events = quiet_market(steps=3)
+    events.insert(1, BookDelta("T", 2, 50, Side.NO, 5300, -20 * C))  # the 0.47 offer goes at 50 ms
+    events.insert(2, BookDelta("T", 3, 60, Side.NO, 5200, 20 * C))  # 0.48 is offered instead
+    outcome = {}
+    for latency_ms in (0, 100):
+        env = OrderbookEnv([tape(events)], exchange=ExchangeConfig(latency_ms=latency_ms))
+        env.reset(seed=0)
+        observation, *_, info = env.step(Action.BUY_YES)  # decided on row 0: a bid at its ask, 0.47
+        outcome[latency_ms] = (info["position"], observation[ORDER_OFFSET + ORDER_FEATURES.index("has_resting_bid")])
+    # At once, it takes the 0.47 offer; 100 ms later that offer is gone and the bid rests.
+    assert outcome == {0: (10 * C, 0.0), 100: (0, 1.0)}
+
+
+def test_sending_the_same_order_again_keeps_it_and_its_place_in_the_queue():
+    events = quiet_market(steps=4)
+    events[1:1] = [
+        BookDelta("T", 2, 1200, Side.YES, 4500, 30 * C),  # joiners behind us
+        PublicTrade("T", 2500, "a", 4500, 25 * C, Side.NO),  # the 20 ahead, then 5 for us
+        BookDelta("T", 3, 2500, Side.YES, 4500, -25 * C),
+    ]
+    env = OrderbookEnv([tape(events)], actions=ActionConfig(pricing=PricingStrategy.PASSIVE))
+    env.reset(seed=0)
+    env.step(Action.BUY_YES)  # bid 10 at 0.45, behind the 20 there
+    env.step(Action.BUY_YES)  # the same order: left working
+    *_, info = env.step(Action.HOLD)
+    assert info["position"] == 5 * C
+    *_, info = env.step(Action.HOLD)
+    assert info["orders_placed"] == 1 and info["orders_rejected"] == 0
+
+
+def test_an_order_lands_on_the_book_of_its_landing_time_not_of_the_next_row():
+    # Sent on row 0 with 100 ms of latency, the bid lands at 100 ms, where the 0.47 offer still
+    # stands; that the offer leaves at 500 ms -- before row 1 -- must not matter.
+    events = quiet_market(steps=3)
+    later = events[:1] + [BookDelta("T", 2, 500, Side.NO, 5300, -20 * C)] + events[1:]
+    positions = []
+    for recording in (events, later):
+        env = OrderbookEnv([tape(recording)], exchange=ExchangeConfig(latency_ms=100))
+        env.reset(seed=0)
+        *_, info = env.step(Action.BUY_YES)
+        positions.append(info["position"])
+    assert positions == [10 * C, 10 * C]
+
+
+@pytest.mark.parametrize("latency_ms", [0, 100, 2500])
+def test_nothing_after_a_row_changes_what_the_agent_saw_up_to_it(latency_ms):
+    cut_ms = 30_000
+    base = busy_market("M", 7)
+    later = [event for event in base if event.ts_ms > cut_ms and isinstance(event, (BookDelta, PublicTrade))]
+    # Another future: a seller sweeping the YES bids right after the cut, every later trade
+    # tripled and every later book change a cent lower.
+    sweep = [PublicTrade("M", cut_ms + 1, "sweep", 4300, 500 * C, Side.NO)]
+    future = [event for event in base if event.ts_ms <= cut_ms] + sweep
+    future += [
+        attrs.evolve(e, count=3 * e.count) if isinstance(e, PublicTrade) else attrs.evolve(e, price=e.price - 100)
+        for e in later
+    ]
+    future.append(base[-1])  # the resolution
+    actions = np.random.default_rng(3).integers(0, 5, size=59).tolist()
+
+    def run(events):
+        env = OrderbookEnv([tape(events, "M")], exchange=ExchangeConfig(latency_ms=latency_ms))
+        observation, _ = env.reset(seed=0)
+        seen, rewards = [observation], []
+        for action in actions:
+            observation, reward, *_ = env.step(action)
+            seen.append(observation)
+            rewards.append(reward)
+        return np.array(seen), rewards
+
+    (seen, rewards), (seen_other, rewards_other) = run(base), run(future)
+    rows = cut_ms // 1000 + 1  # rows 0..30 are stamped at or before the cut
+    np.testing.assert_array_equal(seen[:rows], seen_other[:rows])
+    assert rewards[: rows - 1] == rewards_other[: rows - 1]
+    assert not np.array_equal(seen[rows:], seen_other[rows:])  # the future did differ
+
+
+# ---------------------------------------------------------------------------------------------
+# Action spaces, one order per market, one market per episode
+# ---------------------------------------------------------------------------------------------
+SIZED = ActionConfig(space=ActionSpace.SIZED, max_position=100 * C)
+
+
+def test_the_sized_action_space_passes_the_checkers_and_masks_all_21_actions(busy_tapes):
+    env = OrderbookEnv(busy_tapes, actions=SIZED)
+    assert env.action_space.n == 21 == env.decoder.action_count
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gymnasium_check_env(OrderbookEnv(busy_tapes, actions=SIZED), skip_render_check=True)
+    sb3_check_env(OrderbookEnv(busy_tapes, actions=SIZED), warn=False)
+    _, info = env.reset(seed=0)
+    assert info["action_mask"].shape == (21,) and env.action_masks().tolist() == info["action_mask"].tolist()
+    names = env.decoder.action_names
+    legal = {names[action] for action in np.flatnonzero(info["action_mask"])}
+    assert "BUY_YES_100" in legal and not any(name.startswith("SELL") for name in legal)  # flat: nothing to sell
+
+
+def test_a_sized_action_places_its_size():
+    env = OrderbookEnv([tape(quiet_market())], actions=SIZED, exchange=ExchangeConfig(latency_ms=0))
+    env.reset(seed=0)
+    *_, info = env.step(env.decoder.action_names.index("BUY_YES_20"))
+    assert info["position"] == 20 * C  # all of it at the 0.47 offer of 20
+    *_, info = env.step(env.decoder.action_names.index("SELL_YES_5"))
+    assert info["position"] == 15 * C
+    env.step(0)
+    *_, info = env.step(0)  # the fourth and last decision
+    assert info["action_counts"][env.decoder.action_names.index("BUY_YES_20")] == 1 and len(info["action_counts"]) == 21
+
+
+def test_an_environment_refuses_a_model_of_the_other_action_space(busy_tapes):
+    five, sized = OrderbookEnv(busy_tapes), OrderbookEnv(busy_tapes, actions=SIZED)
+    with pytest.raises(ActionSpaceMismatch, match="21 actions.*'single-size'"):
+        five.decoder.check_model(sized.action_space.n, model="a sized model")
+    with pytest.raises(ActionSpaceMismatch, match="5 actions.*'sized'"):
+        sized.decoder.check_model(five.action_space.n)
+
+
+def test_a_new_decision_replaces_the_markets_open_order():
+    env = OrderbookEnv([tape(quiet_market(steps=4))], actions=ActionConfig(pricing=PricingStrategy.PASSIVE))
+    env.reset(seed=0)
+    env.step(Action.BUY_YES)  # a bid at 0.45 rests
+    assert (env.open_order.side, env.open_order.price) == (OrderSide.BID, 4500)
+    first = env.open_order
+    env.step(Action.BUY_NO)  # changed its mind: NO at its bid 0.53, an ask at 0.47
+    assert not first.status.is_open
+    assert (env.open_order.side, env.open_order.price) == (OrderSide.ASK, 4700)
+    assert first.status is OrderStatus.CANCELED  # one order per market: the bid was pulled
+    *_, info = env.step(Action.HOLD)  # holding leaves it working
+    assert env.open_order.side is OrderSide.ASK and info["position"] == 0
+
+
+def test_an_episode_is_one_market_from_its_first_row_to_its_last():
+    a = busy_market("A", 1, seconds=20)
+    b = busy_market("B", 2, seconds=50)
+    session = sorted(a + b, key=lambda event: event.ts_ms)
+    tapes = compile_session(session, session_id=1, config=ReplayConfig(step_ms=1000, depth_levels=5))
+    both = OrderbookEnv(tapes)
+    alone = OrderbookEnv([tape(a, "A")])
+    time_left = MARKET_FEATURES.index("time_left_fraction")
+    actions = np.random.default_rng(0).integers(0, 5, size=20).tolist()
+    runs = []
+    for env, options in ((both, {"episode": 0}), (alone, None)):
+        observation, _ = env.reset(seed=3, options=options)
+        seen, done = [observation], False
+        for action in actions:
+            assert not done
+            observation, _, terminated, truncated, _ = env.step(action)
+            seen.append(observation)
+            done = terminated or truncated
+        assert done  # 20 seconds: rows at 0, 1, ..., 20 s -- 20 decisions, then the episode is over
+        runs.append(np.array(seen))
+    np.testing.assert_array_equal(runs[0], runs[1])  # market B never shows in A's episode
+    assert runs[0][0, time_left] == 1.0 and runs[0][-1, time_left] == 0.0

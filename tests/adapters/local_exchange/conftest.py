@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import attrs
+import httpx
 import orjson
 import pytest
 import websockets
@@ -18,9 +19,10 @@ from websockets.asyncio.client import ClientConnection
 from adapters.kalshi.auth import RequestSigner, generate_keypair, private_key_from_pem, public_key_from_pem
 from adapters.kalshi.parsing import MalformedMessage, ParsedMessage, parse_frame
 from adapters.local_exchange import ExchangeConfig, LocalExchange
-from adapters.synthetic.market_model import SyntheticMarketConfig
+from adapters.synthetic.market_model import NOISE, SyntheticMarketConfig
 from domain.events import BookDelta, BookSnapshot
 from domain.orderbook import OrderBook
+from domain.values import Side
 
 KEY_ID = "local-exchange-test-key"
 TIMEOUT_S = 5.0
@@ -168,3 +170,88 @@ class BookRebuilder:
 @pytest.fixture
 def rebuilder() -> Callable[[], BookRebuilder]:
     return BookRebuilder
+
+
+# -- the REST trade API -----------------------------------------------------------------------
+class RestClient:
+    """Signed requests to the exchange's REST API; paths are given after ``/trade-api/v2``."""
+
+    def __init__(self, http: httpx.AsyncClient, signer: RequestSigner) -> None:
+        self.http = http
+        self.signer = signer
+
+    async def request(
+        self, method: str, path: str, *, json: Any = None, params: dict | None = None, headers: dict | None = None
+    ) -> httpx.Response:
+        full = f"/trade-api/v2{path}"
+        signed = self.signer.headers(method, full) if headers is None else headers
+        content = None if json is None else orjson.dumps(json)
+        return await self.http.request(method, full, content=content, params=params, headers=signed)
+
+    async def get(self, path: str, **options: Any) -> httpx.Response:
+        return await self.request("GET", path, **options)
+
+    async def post(self, path: str, json: Any = None, **options: Any) -> httpx.Response:
+        return await self.request("POST", path, json=json, **options)
+
+    async def delete(self, path: str, json: Any = None, **options: Any) -> httpx.Response:
+        return await self.request("DELETE", path, json=json, **options)
+
+    async def order(self, **fields: Any) -> httpx.Response:
+        """Create an order: good-till-canceled unless ``time_in_force`` says otherwise."""
+        return await self.post("/portfolio/events/orders", {"time_in_force": "good_till_canceled", **fields})
+
+
+@pytest.fixture
+def rest(signer) -> Callable[..., contextlib.AbstractAsyncContextManager[RestClient]]:
+    """``async with rest(exchange) as client``: signed HTTP requests to the exchange."""
+
+    @contextlib.asynccontextmanager
+    async def connected(exchange: LocalExchange, key_signer: RequestSigner | None = None) -> AsyncIterator[RestClient]:
+        base = f"http://127.0.0.1:{exchange.port}"
+        async with httpx.AsyncClient(base_url=base, trust_env=False, timeout=TIMEOUT_S) as http:
+            yield RestClient(http, key_signer or signer)
+
+    return connected
+
+
+def set_book(exchange: LocalExchange, ticker: str, yes: Sequence = (), no: Sequence = ()) -> None:
+    """Replace a market's book, inside the simulation and on the exchange, with noise traders'
+    orders: ``(price, count)`` levels, or ``(price, [count, count, ...])`` for several orders
+    queued at one price (first = first in line). Counts in count units."""
+    simulation = exchange.engine.flow.simulation(ticker)
+    levels: list[list[tuple[int, int]]] = [[], []]
+    for side, wanted in ((0, yes), (1, no)):
+        simulation.queues[side].clear()
+        for quotes in simulation.quotes:
+            quotes[side].clear()
+        for price, counts in wanted:
+            counts = counts if isinstance(counts, list) else [counts]
+            simulation.queues[side][price] = [[NOISE, count] for count in counts]
+            levels[side].append((price, sum(counts)))
+    simulation.book.apply_snapshot(levels[0], levels[1])
+    ts = exchange.markets.market(ticker).last_ts_ms
+    exchange.markets.publish(BookSnapshot(ticker, None, ts, tuple(sorted(levels[0])), tuple(sorted(levels[1]))))
+
+
+def synthetic_taker(exchange: LocalExchange, ticker: str, side: Side, limit: int, count: int) -> int:
+    """A synthetic marketable order, through the simulation's own matching (``_take``): buys
+    ``side`` up to ``limit``; its events are published and the engine told, as the flow does.
+    Returns what was left unfilled."""
+    simulation = exchange.engine.flow.simulation(ticker)
+    out: list = []
+    left = simulation._take(int(side), limit, count, exchange.markets.market(ticker).last_ts_ms, out)
+    for event in out:
+        exchange.markets.publish(event)
+    exchange.engine.on_caught_up(ticker)
+    return left
+
+
+@pytest.fixture
+def book_setter() -> Callable[..., None]:
+    return set_book
+
+
+@pytest.fixture
+def taker() -> Callable[..., int]:
+    return synthetic_taker

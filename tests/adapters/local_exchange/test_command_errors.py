@@ -45,7 +45,7 @@ CASES = {
     ),
     "unknown channel": (
         [],
-        {"cmd": "subscribe", "params": {"channels": ["trade", "fill"], "market_tickers": [T0]}},
+        {"cmd": "subscribe", "params": {"channels": ["trade", "market_positions"], "market_tickers": [T0]}},
         WsErrorCode.UNKNOWN_CHANNEL,
     ),
     "invalid parameter": (

@@ -21,6 +21,7 @@ from adapters.local_exchange.faults import (
         ("skip-seq@10#2", Fault(FaultKind.SKIP_SEQ, 10, connection=2)),
         ("duplicate@3#*", Fault(FaultKind.DUPLICATE, 3, connection=EVERY_CONNECTION)),
         ("malformed@1", Fault(FaultKind.MALFORMED, 1)),
+        ("drop-fill@2#*", Fault(FaultKind.DROP_FILL, 2, connection=EVERY_CONNECTION)),
         ("stall@5:2.5", Fault(FaultKind.STALL, 5, seconds=2.5)),
         (" stall@5:0.25#3 ", Fault(FaultKind.STALL, 5, seconds=0.25, connection=3)),
     ],

@@ -10,7 +10,7 @@ import pytest
 
 from adapters.local_exchange.market_feed import FlowEnd, SyntheticOrderFlow
 from adapters.local_exchange.markets import ExchangeMarkets, TickerUpdate, UnknownMarket
-from adapters.synthetic.market_model import SyntheticMarketConfig, SyntheticMarketModel
+from adapters.synthetic.market_model import SyntheticMarketConfig, SyntheticMarketModel, generate
 from domain.events import BookDelta, BookSnapshot, MarketResolved, PublicTrade
 from domain.orderbook import OrderBook
 from domain.values import ONE_DOLLAR, Side
@@ -108,3 +108,30 @@ def test_the_ticker_follows_the_top_of_book_and_the_tape():
     assert markets.ticker_state("T") == TickerUpdate("T", 5, 4500, 4000, 4500, 150)
     with pytest.raises(UnknownMarket, match="NOPE"):
         markets.book("NOPE")
+
+
+async def test_without_trading_the_flow_publishes_exactly_the_models_sequence():
+    config = SyntheticMarketConfig(seed=5, markets=3, duration_ms=20_000)
+    flow, markets, _ = flow_over(config, speed=0)
+    published: list = []
+    markets.add_listener(lambda event, _update: published.append(event))
+    flow.open_markets()
+    assert await flow.run() is FlowEnd.MARKETS_RESOLVED
+    assert published == generate(config)
+
+
+async def test_catch_up_publishes_a_computed_step_so_the_simulation_and_the_exchange_agree():
+    config = SyntheticMarketConfig(seed=3, markets=2, events_per_second=50)
+    flow, markets, model = flow_over(config, speed=1.0)
+    flow.open_markets()
+    task = asyncio.create_task(flow.run())
+    await asyncio.sleep(0.3)
+    ahead = [s.ticker for s in model.markets if markets.book(s.ticker) != s.book]
+    for simulation in model.markets:
+        flow.catch_up(simulation.ticker)
+        assert markets.book(simulation.ticker) == simulation.book
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert flow.finished
+    assert ahead, "the simulation was never ahead of the exchange: the test proved nothing"

@@ -45,6 +45,21 @@ async def test_the_writers_actions_keep_their_place_among_the_frames():
     assert kinds == [ItemKind.FRAME, ItemKind.STALL, ItemKind.DROP, ItemKind.CLOSE]
 
 
+async def test_take_frames_takes_the_run_of_frames_at_the_head_up_to_the_limit():
+    queue = SendQueue(capacity=10)
+    for frame in "abc":
+        queue.put_data(frame, sid=1, ticker="T")
+    queue.put_control("reply")
+    queue.put_stall(0.5)
+    queue.put_data("d", sid=1, ticker="T")
+    assert queue.take_frames(2) == ["a", "b"]
+    assert queue.take_frames(10) == ["c", "reply"]  # a reply is a frame too; the stall is not
+    assert (len(queue), queue.data_queued) == (2, 1)
+    assert queue.take_frames(10) == []
+    assert (await queue.get()).kind is ItemKind.STALL
+    assert queue.take_frames(10) == ["d"] and queue.data_queued == 0
+
+
 async def test_get_waits_for_the_next_item():
     queue = SendQueue(capacity=1)
     waiting = asyncio.create_task(queue.get())

@@ -22,6 +22,7 @@ TABLES = {
     "rl_public_trades",
     "rl_market_resolutions",
     "rl_models",
+    "rl_model_names",
     "rl_trading_episodes",
     "rl_trading_actions",
 }

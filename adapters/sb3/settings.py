@@ -1,0 +1,107 @@
+"""How a training run is configured: the algorithms, their default hyperparameters, the
+vectorisations, the curriculum and :class:`TrainingOptions`. Importable without torch or
+Stable-Baselines3, so the command line can parse and check options (and every other command
+can start) without loading them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import attrs
+
+VECTORISATIONS = ("in-process", "subprocess")
+
+ALGORITHMS = ("ppo", "a2c")
+
+# Chosen with benchmarks/train.py on 2 cores: the environment dominates (about half the time),
+# then the policy's forward pass during rollouts, which the 16 copies share (one forward pass
+# serves 16 steps; 32 or 64 copies halve that cost but measured no faster end to end within the
+# noise, and 32 x 128-step rollouts learned the planted edge worse than 16 x 256 in the learning
+# test); 4096-step rollouts in 1024-sample minibatches for 4 epochs keep the gradient phase under
+# a fifth of the run. A small network: the observation is a few dozen numbers.
+DEFAULT_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
+    "ppo": {
+        "learning_rate": 3e-4,
+        "n_steps": 256,
+        "batch_size": 1024,
+        "n_epochs": 4,
+        "gamma": 0.99,
+        "gae_lambda": 0.95,
+        "clip_range": 0.2,
+        "ent_coef": 0.01,
+        "net_arch": [64, 64],
+    },
+    "a2c": {"learning_rate": 7e-4, "n_steps": 16, "gamma": 0.99, "gae_lambda": 1.0, "ent_coef": 0.01, "net_arch": [64, 64]},
+}
+
+@attrs.frozen
+class Curriculum:
+    start_fraction: float = 0.25  # of the tapes, easiest first, trained on at the start
+    ramp_fraction: float = 0.5  # of the run, after which every tape is in the pool
+
+    def __attrs_post_init__(self) -> None:
+        if not 0 < self.start_fraction <= 1:
+            raise ValueError(f"curriculum start_fraction must lie in (0, 1], got {self.start_fraction!r}")
+        if not 0 < self.ramp_fraction <= 1:
+            raise ValueError(f"curriculum ramp_fraction must lie in (0, 1], got {self.ramp_fraction!r}")
+
+    def pool_size(self, tapes: int, progress: float) -> int:
+        """How many of the easiest tapes are drawn from at ``progress`` (0..1) of the run."""
+        fraction = self.start_fraction + (1 - self.start_fraction) * min(1.0, progress / self.ramp_fraction)
+        return max(1, min(tapes, math.ceil(fraction * tapes)))
+
+
+def _at_least(minimum: int) -> Callable[[object, attrs.Attribute, int | None], None]:  # type: ignore[type-arg]
+    def check(_instance: object, attribute: attrs.Attribute, value: int | None) -> None:  # type: ignore[type-arg]
+        if value is None and attribute.default is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{attribute.name} must be an integer >= {minimum}, got {value!r}")
+
+    return check
+
+
+@attrs.frozen
+class TrainingOptions:
+    """How a run trains; everything here is recorded with the model (see ``as_dict``)."""
+
+    algorithm: str = attrs.field(default="ppo", validator=attrs.validators.in_(ALGORITHMS))
+    n_envs: int = attrs.field(default=16, validator=_at_least(1))
+    vectorisation: str = attrs.field(default="in-process", validator=attrs.validators.in_(VECTORISATIONS))
+    normalize_observations: bool = True
+    action_masks: bool = True  # PPO only (sb3-contrib has no maskable A2C)
+    torch_threads: int = attrs.field(default=1, validator=_at_least(1))
+    hyperparameters: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
+    tensorboard_dir: str | None = None
+    checkpoint_every: int | None = attrs.field(default=None, validator=_at_least(1))  # timesteps
+    eval_every: int | None = attrs.field(default=None, validator=_at_least(1))  # timesteps
+    eval_episodes: int = attrs.field(default=10, validator=_at_least(1))
+    curriculum: Curriculum | None = None
+
+    def __attrs_post_init__(self) -> None:
+        known = DEFAULT_HYPERPARAMETERS[self.algorithm]
+        unknown = set(self.hyperparameters) - set(known)
+        if unknown:
+            raise ValueError(f"unknown {self.algorithm} hyperparameters {sorted(unknown)}; known: {sorted(known)}")
+
+    @property
+    def masked(self) -> bool:
+        return self.action_masks and self.algorithm == "ppo"
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The algorithm's hyperparameters: the defaults with this run's overrides."""
+        return {**DEFAULT_HYPERPARAMETERS[self.algorithm], **self.hyperparameters}
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            **self.settings,
+            "n_envs": self.n_envs,
+            "vectorisation": self.vectorisation,
+            "normalize_observations": self.normalize_observations,
+            "action_masks": self.masked,
+            "torch_threads": self.torch_threads,
+            "curriculum": None if self.curriculum is None else attrs.asdict(self.curriculum),
+        }

@@ -1,0 +1,14 @@
+-- Trading records for every mode (SQLite). Mirrors postgres/0003_trading_records.sql; read the
+-- comments there. ADD COLUMN appends, so both backends keep the same column order.
+
+ALTER TABLE rl_trading_episodes
+    ADD COLUMN mode TEXT NOT NULL DEFAULT 'training' CHECK (mode IN ('training', 'evaluation', 'paper'));
+CREATE INDEX rl_trading_episodes_model_mode ON rl_trading_episodes (model_id, mode, episode_number);
+
+ALTER TABLE rl_trading_actions ADD COLUMN action_index INTEGER CHECK (action_index >= 0);
+ALTER TABLE rl_trading_actions ADD COLUMN order_side TEXT CHECK (order_side IN ('bid', 'ask'));
+ALTER TABLE rl_trading_actions ADD COLUMN order_id TEXT;
+ALTER TABLE rl_trading_actions ADD COLUMN client_order_id TEXT;
+ALTER TABLE rl_trading_actions ADD COLUMN observation_digest TEXT;
+CREATE INDEX rl_trading_actions_client_order ON rl_trading_actions (client_order_id)
+    WHERE client_order_id IS NOT NULL;

@@ -1,0 +1,868 @@
+"""Paper trading: a trained agent (or a rule) trading live books through an order gateway.
+
+:class:`PaperTradingActor` is the use case behind ``kalshiflow-rl actor`` and the actor inside
+``serve``. It runs beside the live feed and never holds it up: its book listener only notes which
+market changed (one dict store); its own task makes the decisions, one market at a time, at most
+once per market every ``throttle_ms`` (a burst of deltas in between makes one decision, on the
+book as it is then).
+
+**One decision**, for one market, with the same code as training:
+
+1. the observation -- the market row from the live window (:class:`MarketRows`) and the
+   portfolio and open-order blocks from :class:`domain.features.ObservationBuilder`;
+2. the legal actions (:meth:`domain.actions.ActionDecoder.legal_actions`, with the cash not
+   promised to the other markets' resting orders) and the policy's choice (an illegal choice
+   holds, as in the environment);
+3. the order it decodes to (:meth:`~domain.actions.ActionDecoder.decode`). At most one order
+   rests per market: HOLD or the same order (side, price, remaining size) leaves the resting
+   one alone; a different one replaces it (cancel, then create). A new order first passes
+   :func:`domain.risk.check_order`;
+4. the decision, and the order it sent, are recorded (``rl_trading_actions``) through a bounded
+   queue (:mod:`application.actor_records`): the decision path never waits for the database.
+
+**The account.** Fills come from the gateway's fill stream and are booked once each into the
+actor's :class:`~application.actor_account.TradingAccount`. Positions, cash and open orders are
+read from the exchange at start (orders left by an earlier run are cancelled first) and every
+``reconcile_interval_s``; a difference seen twice in a row (once could be a fill still on its
+way) is logged and the exchange's number adopted. Fills the exchange lists at start are the
+opening balance's; the stream is reconciled from a day back, so neither a skewed clock nor the
+local exchange's market time can hide a fill from it.
+
+**Markets.** Each market's close time and result come from the :class:`MarketCatalog` (Kalshi's
+``GET /markets/{ticker}``) at start: the observations' time left counts down to the close, and no
+decision is made after it. A market we hold that the exchange no longer holds because it
+resolved is booked by the reconciliation as a settlement (``result``: $1 per winning contract),
+logged -- never adopted as a difference. Public trades reach the observations through
+:meth:`PaperTradingActor.record_trade` (the ingestion's trade listener).
+
+**Stopping trading.** After every fill, decision and reconciliation the account is checked
+against the risk limits (:func:`domain.risk.check_account`); a breach cancels every open order
+and halts trading -- as does :meth:`PaperTradingActor.kill` (the kill switch). A halted actor
+keeps booking fills and reconciling, so its account stays true; it sends no more orders.
+
+**Hot reload.** Every ``reload_interval_s`` the actor asks its :class:`ModelSource` whether a new
+model is there (the registry's change signal); a new one that loads and matches the configured
+contract size replaces the old between two decisions -- books, resting orders and the account
+are untouched; each market's episode of the old model is finished and a new one starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import hashlib
+import itertools
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import attrs
+import numpy as np
+
+from application.actor_account import Mismatch, TradingAccount
+from application.actor_policies import ModelSource, TradingModel, check_contract_size
+from application.actor_records import ActionRecord, EpisodeEnd, EpisodeKey, RecordQueue, TradingRecord
+from application.book_state import SharedBookState
+from domain.actions import cash_required
+from domain.features import ObservationBuilder
+from domain.events import PublicTrade
+from domain.gateway_errors import ExchangeUnavailable, GatewayError, OrderNotFound, OrderRejected
+from domain.market_tape import mark_prices
+from domain.orderbook import OrderBook
+from domain.orders import Fill, Order, OrderRequest, OrderSide
+from domain.ports import Clock, EpisodeResult, MarketCatalog, MarketInfo, OrderGateway, TradingAction
+from domain.risk import DailyLoss, MarketThrottle, RiskLimits, check_account, check_order
+from domain.values import ONE_DOLLAR, format_count, format_money, format_price
+
+log = logging.getLogger(__name__)
+
+CANCEL_ATTEMPTS = 3  # a halt tries this many times to cancel what is open before giving up loudly
+OPENING_LOOKBACK_MS = 86_400_000  # fills of the last day before start belong to the opening balance
+
+
+class ActorState(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    HALTED = "halted"  # a risk limit or the kill switch: no more orders, the account still tracked
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class MarketRows(Protocol):
+    """The market block of a live observation: the same features training computed from tapes."""
+
+    def market_row(self, ticker: str, now_ms: int) -> np.ndarray | None:
+        """``MARKET_FEATURE_COUNT`` floats for ``ticker`` now, or None when there is not enough
+        to build them (no book yet, no close time)."""
+        ...
+
+    def set_close(self, ticker: str, close_ms: int) -> None:
+        """When trading in ``ticker`` closes: the time-left features count down to it."""
+        ...
+
+    def record_trade(self, trade: PublicTrade) -> None:
+        """A public trade, in feed order (the trade-flow features)."""
+        ...
+
+
+@attrs.frozen
+class ActorConfig:
+    tickers: tuple[str, ...] = attrs.field(converter=tuple)
+    contract_size: int  # whole contracts per order (RL_ACTOR_CONTRACT_SIZE); the model must match
+    limits: RiskLimits
+    throttle_ms: int = 250
+    reconcile_interval_s: float = 10.0
+    reload_interval_s: float = 5.0
+    client_order_prefix: str = "kfrl"
+    cancel_on_stop: bool = True  # leave nothing resting when the process stops
+
+    def __attrs_post_init__(self) -> None:
+        if not self.tickers:
+            raise ValueError("the actor needs at least one market ticker to trade (RL_MARKET_TICKERS)")
+        if self.reconcile_interval_s <= 0 or self.reload_interval_s <= 0:
+            raise ValueError("reconcile_interval_s and reload_interval_s must be > 0")
+
+
+@attrs.define
+class ActorCounters:
+    book_updates: int = 0
+    coalesced: int = 0  # updates folded into a decision already waiting (throttle, busy)
+    decisions: int = 0
+    illegal_choices: int = 0  # the policy chose a masked action: held instead
+    skipped: int = 0  # a decision due on a book out of sequence, or without a market row
+    orders_placed: int = 0
+    orders_replaced: int = 0  # placed in place of a resting one
+    orders_kept: int = 0  # the decision was the order already resting
+    orders_cancelled: int = 0
+    orders_blocked: int = 0  # refused by the pre-trade risk check
+    orders_rejected: int = 0  # refused by the exchange
+    orders_unknown: int = 0  # the exchange did not answer: settled by the next reconciliation
+    markets_closed: int = 0  # markets whose trading closed while the actor ran
+    public_trades: int = 0  # the feed's trades handed to the observations
+    fills: int = 0
+    duplicate_fills: int = 0
+    reconciliations: int = 0
+    mismatches_adopted: int = 0
+    settlements: int = 0  # resolved markets whose positions were booked as paid out
+    reloads: int = 0
+    reload_failures: int = 0
+    errors: int = 0
+
+
+@attrs.define(eq=False)
+class _WorkingOrder:
+    order: Order  # as the exchange acknowledged it
+    placed_ms: int
+    booked: int = 0  # count units booked from the fill stream
+
+    @property
+    def remaining(self) -> int:
+        if not self.order.status.is_open:
+            return 0
+        return self.order.count - max(self.order.filled, self.booked)
+
+
+@attrs.define
+class _Episode:
+    key: EpisodeKey
+    started_ms: int
+    steps: int = 0
+    trades: int = 0
+    start_realized: int = 0
+    start_fees: int = 0
+
+
+class PaperTradingActor:
+    def __init__(
+        self,
+        *,
+        books: SharedBookState,
+        market_rows: MarketRows,
+        gateway: OrderGateway,
+        markets: MarketCatalog,
+        models: ModelSource,
+        records: RecordQueue[TradingRecord],
+        clock: Clock,
+        config: ActorConfig,
+        strategy: str = "rl_model",
+    ) -> None:
+        self._books = books
+        self._rows = market_rows
+        self._gateway = gateway
+        self._markets = markets
+        self._models = models
+        self._records = records
+        self._clock = clock
+        self.config = config
+        self.strategy = strategy
+        self.counters = ActorCounters()
+        self.state = ActorState.STARTING
+        self.halt_reason: str | None = None
+        self.failure: str | None = None
+        self.account: TradingAccount | None = None
+        self.last_mismatches: list[Mismatch] = []
+        self.market_info: dict[str, MarketInfo] = {}  # as read from the exchange at start
+        self._closed: set[str] = set()  # markets past their close time: no more decisions
+        self._model: TradingModel | None = None
+        self._builder: ObservationBuilder | None = None
+        self._generation = 0  # the actor's model generation (episode keys)
+        self._episodes: dict[str, _Episode] = {}
+        self._throttle = MarketThrottle(config.throttle_ms)
+        self._daily = DailyLoss()
+        self._daily_loss = 0
+        self._tickers = frozenset(config.tickers)
+        self._live: dict[str, OrderBook] = {}
+        self._pending: dict[str, None] = {}  # markets whose book changed: an ordered set
+        self._wakeup = asyncio.Event()
+        self._reconcile_now = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._lock = asyncio.Lock()  # one order operation at a time: decisions, halts, order syncs
+        self._working: dict[str, _WorkingOrder] = {}
+        self._by_order_id: dict[str, str] = {}  # order id -> ticker, while working
+        self._booked_early: dict[str, int] = {}  # order id -> count filled before its create returned
+        self._creating = False  # a create request is awaiting its answer
+        self._unanswered: set[str] = set()  # client order ids of creates that got no answer
+        self._marks: dict[str, int] = {}
+        self._unconfirmed: set[Mismatch] = set()
+        self._client_ids: Callable[[], str] = lambda: ""
+        self._started_ms = 0
+        self._fills_since = 0
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- the model -------------------------------------------------------------------------------
+    @property
+    def model(self) -> TradingModel | None:
+        return self._model
+
+    def _use_model(self, model: TradingModel) -> None:
+        check_contract_size(model, self.config.contract_size)
+        assert self.account is not None
+        self._model = model
+        self._builder = ObservationBuilder(
+            initial_cash=max(self.account.ledger.initial_cash, 1),
+            max_position=model.max_position,
+            order_size=model.order_size,
+        )
+        self._generation += 1
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load the model, clear what an earlier run left resting, read the account, listen."""
+        model = await self._models.load()
+        check_contract_size(model, self.config.contract_size)
+        leftovers = await self._gateway.open_orders()
+        if leftovers:
+            log.warning("actor: cancelling %d orders left open by an earlier run", len(leftovers))
+            await self._cancel_ids([order.order_id for order in leftovers])
+        self._started_ms = self._clock.now_ms()
+        # Fills are streamed from a day back, on the exchange's clock as much as ours (a skewed
+        # clock, or the local exchange's market time, must not hide a fill from the REST
+        # reconciliation); the ones listed now are in the opening balance and are not booked.
+        self._fills_since = max(0, self._started_ms - OPENING_LOOKBACK_MS)
+        opening_fills = await self._gateway.fills(self._fills_since)
+        positions = await self._gateway.positions()
+        balance = await self._gateway.balance()
+        self._gateway.fee_corrections()  # what an earlier run's stream reported is in the balance now
+        self.account = TradingAccount(balance, positions, opening_fill_ids=[fill.fill_id for fill in opening_fills])
+        await self._read_markets()
+        self._use_model(model)
+        counter = itertools.count(1)
+        run_id = format(self._started_ms, "x")
+        self._client_ids = lambda: f"{self.config.client_order_prefix}-{run_id}-{next(counter)}"
+        self._books.subscribe(self._on_book, self.config.tickers)
+        self.state = ActorState.RUNNING
+        log.info(
+            "actor: trading %s with %s; cash $%s, positions %s",
+            ", ".join(self.config.tickers), model.label, format_money(balance), positions or "none",
+        )  # fmt: skip
+
+    async def _read_markets(self) -> None:
+        """Each market's close time (for the observations) and whether it has resolved already."""
+        assert self.account is not None
+        for ticker in self.config.tickers:
+            info = self.market_info[ticker] = await self._markets.market(ticker)
+            self._rows.set_close(ticker, info.close_ms)
+            if info.result is not None:
+                self._closed.add(ticker)
+                self.account.settled[ticker] = info.result  # before we came: nothing of ours to book
+                log.warning("actor: %s has already resolved %s: it is not traded", ticker, info.result.name)
+
+    async def run(self) -> None:
+        """Start, then trade until :meth:`stop`; on the way out cancel what rests (if configured),
+        finish the episodes and write the records."""
+        try:
+            await self.start()
+        except Exception as error:
+            self.state = ActorState.FAILED
+            self.failure = f"{type(error).__name__}: {error}"
+            raise
+        tasks = [
+            asyncio.create_task(self._decide_loop(), name="actor-decisions"),
+            asyncio.create_task(self._fill_loop(), name="actor-fills"),
+            asyncio.create_task(self._reconcile_loop(), name="actor-reconcile"),
+            asyncio.create_task(self._reload_loop(), name="actor-reload"),
+            asyncio.create_task(self._records.run(), name="actor-records"),
+        ]
+        stopper = asyncio.create_task(self._stop.wait())
+        try:
+            done, _ = await asyncio.wait({*tasks, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            failed = next((task for task in done if task is not stopper and not task.cancelled()), None)
+            if failed is not None:
+                error = failed.exception()
+                self.failure = f"{failed.get_name()} ended: {type(error).__name__ if error else 'no error'}: {error}"
+                log.error("actor: %s; halting", self.failure)
+                await self.halt(self.failure)
+                self.state = ActorState.FAILED
+        finally:
+            with contextlib.suppress(ValueError):
+                self._books.unsubscribe(self._on_book)
+            for task in (*tasks[:4], stopper, *self._background):
+                task.cancel()
+            for task in (*tasks[:4], stopper, *self._background):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if self.config.cancel_on_stop and self.state is not ActorState.FAILED:
+                with contextlib.suppress(Exception):
+                    async with self._lock:
+                        await self._cancel_all()
+            await self._finish_episodes()
+            await self._records.drain(timeout_s=10.0)
+            tasks[4].cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tasks[4]
+            if self.state is not ActorState.FAILED:
+                self.state = ActorState.STOPPED
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to finish (SIGINT/SIGTERM, the service shutting down)."""
+        self._stop.set()
+
+    async def kill(self, reason: str = "kill switch") -> dict[str, Any]:
+        """The kill switch: cancel every open order and stop trading. Returns what it did."""
+        cancelled = await self.halt(reason)
+        return {"halted": True, "reason": self.halt_reason, "orders_cancelled": cancelled}
+
+    async def halt(self, reason: str) -> int:
+        """Stop sending orders and cancel every open order; returns how many were cancelled.
+        The first reason stays; halting again only cancels again."""
+        if self.halt_reason is None:
+            self.halt_reason = reason
+            log.error("actor: halting trading: %s", reason)
+        if self.state in (ActorState.RUNNING, ActorState.STARTING):
+            self.state = ActorState.HALTED
+        async with self._lock:
+            return await self._cancel_all()
+
+    # -- the feed side: never blocks ---------------------------------------------------------
+    def record_trade(self, trade: PublicTrade) -> None:
+        """A public trade from the feed (the ingestion's trade listener): to the observations."""
+        if trade.ticker in self._tickers:
+            self.counters.public_trades += 1
+            self._rows.record_trade(trade)
+
+    def _on_book(self, ticker: str, book: OrderBook) -> None:
+        self.counters.book_updates += 1
+        self._live[ticker] = book
+        if ticker in self._pending:
+            self.counters.coalesced += 1
+        else:
+            self._pending[ticker] = None
+        self._wakeup.set()
+
+    # -- decisions -------------------------------------------------------------------------------
+    def _close_market(self, ticker: str) -> None:
+        """Trading in ``ticker`` has closed: no more decisions there. The exchange takes its
+        resting order off; a reconciliation now looks for the settlement."""
+        if ticker in self._closed:
+            return
+        self._closed.add(ticker)
+        self.counters.markets_closed += 1
+        log.info("actor: trading in %s has closed; no more decisions there", ticker)
+        self._reconcile_now.set()
+
+    async def _decide_loop(self) -> None:
+        while True:
+            if not self._pending:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            now = self._clock.now_ms()
+            waits = {ticker: self._throttle.wait_ms(ticker, now) for ticker in self._pending}
+            ready = [ticker for ticker, wait in waits.items() if wait == 0]
+            if not ready:
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(waits.values()) / 1000):
+                        await self._wakeup.wait()
+                continue
+            for ticker in ready:
+                del self._pending[ticker]
+                if self.halt_reason is not None or ticker in self._closed:
+                    continue
+                # The decision's own time starts the throttle interval: an earlier decision in
+                # this round may have awaited the exchange, so ``now`` above can be stale.
+                decided_at = self._clock.now_ms()
+                self._throttle.record(ticker, decided_at)
+                try:
+                    await self.decide(ticker, decided_at)
+                except Exception:  # a bug or a surprise on one decision must not end trading
+                    self.counters.errors += 1
+                    log.exception("actor: the decision on %s failed", ticker)
+
+    async def decide(self, ticker: str, now: int | None = None) -> TradingAction | None:
+        """One decision on ``ticker`` at ``now`` (default: the clock's time; see the module
+        docstring); returns what was recorded, or None when no decision could be made."""
+        model, builder, account = self._model, self._builder, self.account
+        assert model is not None and builder is not None and account is not None
+        book = self._live.get(ticker)
+        if now is None:
+            now = self._clock.now_ms()
+        info = self.market_info.get(ticker)
+        if info is not None and now >= info.close_ms:
+            self._close_market(ticker)
+            return None
+        row = self._rows.market_row(ticker, now) if book is not None else None
+        if book is None or row is None or not self._books.is_in_sync(ticker):
+            self.counters.skipped += 1
+            return None
+        yes_bid, yes_ask = book.yes_bid, book.yes_ask
+        mark = self._mark(ticker, yes_bid, yes_ask)
+        position = account.quantity(ticker)
+        working = self._working.get(ticker)
+        observation = builder.observe(
+            row, mark, position, account.cost_basis(ticker), account.market_value(ticker, mark), account.cash,
+            None if working is None else working.order.side is OrderSide.BID,
+            0 if working is None else working.order.price,
+            0 if working is None else working.remaining,
+            0 if working is None else (now - working.placed_ms) // model.step_ms,
+        )  # fmt: skip
+        mask = model.decoder.legal_actions(
+            yes_bid=yes_bid, yes_ask=yes_ask, position=position, buying_power=self._buying_power(ticker, model)
+        )
+        chosen = int(model.policy.act(observation, np.asarray(mask, dtype=bool)))
+        legal = 0 <= chosen < len(mask) and mask[chosen]
+        if not legal:
+            self.counters.illegal_choices += 1
+        request = None
+        if legal:
+            request = model.decoder.decode(
+                chosen, ticker=ticker, yes_bid=yes_bid, yes_ask=yes_ask, position=position,
+                client_order_id=self._client_ids(),
+            )  # fmt: skip
+        self.counters.decisions += 1
+        sent = await self._execute(ticker, request, working, position, now)
+        sent_id = None if sent is None else sent.client_order_id
+        if sent is None and request is not None and request.client_order_id in self._unanswered:
+            sent_id = request.client_order_id  # placed or not, nobody knows: its decision names it
+        action = TradingAction(
+            step_number=0,  # numbered per episode in _record
+            timestamp_ms=now,
+            action_type=model.decoder.action_names[chosen] if 0 <= chosen < len(mask) else f"INVALID_{chosen}",
+            position_before=position,
+            position_after=account.quantity(ticker),
+            action_index=chosen,
+            order_side=None if request is None else request.side,
+            price=None if request is None else request.price,
+            quantity=0 if request is None else request.count,
+            order_id=None if sent is None else sent.order_id,
+            client_order_id=sent_id,
+            observation_digest=hashlib.blake2b(observation.tobytes(), digest_size=16).hexdigest(),
+        )
+        recorded = await self._record(ticker, action, now)
+        self._check_risk()
+        return recorded
+
+    async def _execute(
+        self, ticker: str, request: OrderRequest | None, working: _WorkingOrder | None, position: int, now: int
+    ) -> Order | None:
+        """Carry out a decision's order; returns the order sent, if one was."""
+        if request is None:
+            return None
+        if (
+            working is not None
+            and working.order.side is request.side
+            and working.order.price == request.price
+            and working.remaining == request.count
+        ):
+            self.counters.orders_kept += 1
+            return None
+        others = sum(1 for other in self._working if other != ticker)
+        refusal = check_order(
+            self.config.limits, ticker=ticker, side=request.side, count=request.count, position=position,
+            other_open_orders=others,
+        )  # fmt: skip
+        if refusal is not None:
+            self.counters.orders_blocked += 1
+            log.warning("actor: order not sent: %s", refusal)
+            return None
+        async with self._lock:
+            if self.halt_reason is not None:
+                return None
+            working = self._working.get(ticker)
+            if working is not None:
+                await self._cancel_working(ticker, working)
+            if self.halt_reason is not None:
+                return None
+            self._creating = True
+            try:
+                order = await self._gateway.create_order(request)
+            except OrderRejected as error:
+                self.counters.orders_rejected += 1
+                log.warning("actor: %s refused %s: %s", ticker, request.client_order_id, error)
+                return None
+            except ExchangeUnavailable as error:
+                # Sent or not, nobody knows: the next reconciliation reads the open orders.
+                self.counters.orders_unknown += 1
+                self._unanswered.add(request.client_order_id)
+                log.warning("actor: no answer placing %s on %s: %s", request.client_order_id, ticker, error)
+                self._reconcile_now.set()
+                return None
+            finally:
+                self._creating = False
+            self.counters.orders_placed += 1
+            if working is not None:
+                self.counters.orders_replaced += 1
+            self._track(order, now)
+            self._booked_early.clear()
+            return order
+
+    def _track(self, order: Order, placed_ms: int) -> None:
+        entry = _WorkingOrder(order, placed_ms)
+        entry.booked = self._booked_early.pop(order.order_id, 0)
+        if entry.remaining > 0:
+            self._working[order.ticker] = entry
+            self._by_order_id[order.order_id] = order.ticker
+
+    def _forget(self, ticker: str) -> None:
+        entry = self._working.pop(ticker, None)
+        if entry is not None:
+            self._by_order_id.pop(entry.order.order_id, None)
+
+    async def _cancel_working(self, ticker: str, working: _WorkingOrder) -> None:
+        try:
+            await self._gateway.cancel_order(working.order.order_id)
+            self.counters.orders_cancelled += 1
+        except OrderNotFound:
+            pass  # filled or cancelled already: its fills come on the stream
+        self._forget(ticker)
+
+    def _buying_power(self, ticker: str, model: TradingModel) -> int:
+        """Cash, less what the other markets' resting orders could take if they filled."""
+        assert self.account is not None
+        promised = 0
+        for other, entry in self._working.items():
+            if other != ticker and entry.remaining > 0:
+                order = entry.order
+                promised += cash_required(
+                    order.side, order.price, entry.remaining, self.account.quantity(other), model.decoder.fees
+                )
+        return self.account.cash - promised
+
+    def _mark(self, ticker: str, yes_bid: int, yes_ask: int) -> int:
+        """The YES price positions are valued at, by the rule training used (the mid, carried
+        forward while a side is empty)."""
+        previous = self._marks.get(ticker, ONE_DOLLAR // 2)
+        mark = int(mark_prices(np.array([yes_bid]), np.array([yes_ask]), initial=previous)[0])
+        self._marks[ticker] = mark
+        return mark
+
+    # -- records ---------------------------------------------------------------------------------
+    async def _record(self, ticker: str, action: TradingAction, now: int) -> TradingAction:
+        assert self._model is not None and self.account is not None
+        episode = self._episodes.get(ticker)
+        key = EpisodeKey(self._model.model_id, ticker, self._generation)
+        if episode is None or episode.key != key:
+            if episode is not None:
+                await self._finish_episode(episode, now)
+            position = self.account.ledger.position(ticker)
+            episode = self._episodes[ticker] = _Episode(key, now, start_realized=position.realized_pnl,
+                                                         start_fees=position.fees_paid)  # fmt: skip
+        episode.steps += 1
+        numbered = attrs.evolve(action, step_number=episode.steps)
+        await self._records.put(ActionRecord(key, episode.started_ms, numbered))
+        return numbered
+
+    async def _finish_episode(self, episode: _Episode, now: int) -> None:
+        assert self.account is not None
+        position = self.account.ledger.position(episode.key.ticker)
+        mark = self._marks.get(episode.key.ticker)
+        unrealized = position.unrealized_pnl(mark) if mark is not None else 0
+        result = EpisodeResult(
+            ended_ms=now,
+            step_count=episode.steps,
+            trade_count=episode.trades,
+            total_pnl=position.realized_pnl - episode.start_realized + unrealized,
+            fees_paid=position.fees_paid - episode.start_fees,
+        )
+        await self._records.put(EpisodeEnd(episode.key, result))
+
+    async def _finish_episodes(self) -> None:
+        now = self._clock.now_ms()
+        for ticker in list(self._episodes):
+            await self._finish_episode(self._episodes.pop(ticker), now)
+
+    # -- fills -----------------------------------------------------------------------------------
+    async def _fill_loop(self) -> None:
+        async for fill in self._gateway.stream_fills(since_ms=self._fills_since):
+            self.book_fill(fill)
+
+    def book_fill(self, fill: Fill) -> bool:
+        """Book one fill from the exchange; False when it was booked already."""
+        assert self.account is not None
+        if self.account.is_opening_fill(fill.fill_id):
+            return False  # before we started: in the opening balance already
+        if not self.account.apply_fill(fill):
+            self.counters.duplicate_fills += 1
+            return False
+        self.counters.fills += 1
+        episode = self._episodes.get(fill.ticker)
+        if episode is not None:
+            episode.trades += 1
+        ticker = self._by_order_id.get(fill.order_id)
+        if ticker is not None:
+            entry = self._working[ticker]
+            entry.booked += fill.count
+            if entry.remaining <= 0:
+                self._forget(ticker)
+        elif self._creating:
+            # A fill can outrun the answer to the create request that caused it.
+            self._booked_early[fill.order_id] = self._booked_early.get(fill.order_id, 0) + fill.count
+        self._check_risk()
+        return True
+
+    # -- risk ------------------------------------------------------------------------------------
+    def _check_risk(self) -> None:
+        if self.halt_reason is not None or self.account is None:
+            return
+        value = self.account.value(self._marks)
+        if value is not None:
+            self._daily_loss = self._daily.update(self._clock.now_ms(), value)
+        breach = check_account(
+            self.config.limits,
+            positions=self.account.positions(),
+            open_orders=len(self._working),
+            daily_loss=self._daily_loss,
+        )
+        if breach is not None:
+            self._spawn(self.halt(f"risk limit {breach.limit}: {breach.reason}"))
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- hot reload ------------------------------------------------------------------------------
+    async def _reload_loop(self) -> None:
+        seen = await self._models.generation()
+        if seen is None:  # a fixed model: nothing to watch, until the actor stops
+            await asyncio.Future()
+        while True:
+            await asyncio.sleep(self.config.reload_interval_s)
+            try:
+                generation = await self._models.generation()
+            except Exception as error:  # the registry is away: ask again later
+                log.warning("actor: cannot ask the registry for a new model: %s", error)
+                continue
+            if generation == seen:
+                continue
+            seen = generation
+            await self.reload()
+
+    async def reload(self) -> bool:
+        """Load the model the source offers now and trade with it from the next decision;
+        False (the current model stays) when it cannot be loaded or does not fit."""
+        try:
+            model = await self._models.load()
+            check_contract_size(model, self.config.contract_size)
+        except Exception as error:
+            self.counters.reload_failures += 1
+            log.error("actor: keeping %s; the new model cannot be used: %s", self._model and self._model.label, error)
+            return False
+        previous = self._model
+        await self._finish_episodes()
+        self._use_model(model)
+        self.counters.reloads += 1
+        log.info("actor: now trading with %s (was %s)", model.label, previous and previous.label)
+        return True
+
+    # -- reconciliation --------------------------------------------------------------------------
+    async def _reconcile_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.reconcile_interval_s):
+                    await self._reconcile_now.wait()
+            self._reconcile_now.clear()
+            try:
+                await self.reconcile()
+            except GatewayError as error:
+                self.counters.errors += 1
+                log.warning("actor: reconciliation failed, trying again later: %s", error)
+
+    async def reconcile(self, *, adopt_at_once: bool = False) -> list[Mismatch]:
+        """Compare the account and the open orders with the exchange's; adopt the exchange's
+        numbers where they differ twice in a row (at once with ``adopt_at_once``). Returns the
+        mismatches adopted."""
+        assert self.account is not None
+        async with self._lock:
+            await self._sync_orders()
+        for correction in self._gateway.fee_corrections():
+            self.account.apply_fee_correction(correction)
+        positions = await self._gateway.positions()
+        await self._book_settlements(positions)
+        balance = await self._gateway.balance()
+        mismatches = self.account.differences(positions, balance)
+        adopted = mismatches if adopt_at_once else [item for item in mismatches if item in self._unconfirmed]
+        self._unconfirmed = set(mismatches) - set(adopted)
+        self.counters.reconciliations += 1
+        if adopted:
+            log.warning(
+                "actor: the exchange differs from the local account; adopting the exchange's numbers: %s",
+                "; ".join(item.describe() for item in adopted),
+            )
+            self.account.adopt(adopted)
+            self.counters.mismatches_adopted += len(adopted)
+            self.last_mismatches = adopted
+        self._check_risk()
+        return adopted
+
+    async def _book_settlements(self, exchange_positions: dict[str, int]) -> None:
+        """Book the payout of every market we hold that the exchange no longer holds because it
+        has resolved (its ``result``, from the market catalog): an explicit settlement in the
+        account, logged -- not a difference adopted from the exchange."""
+        assert self.account is not None
+        for ticker, quantity in self.account.positions().items():
+            if ticker in exchange_positions or ticker in self.account.settled:
+                continue
+            try:
+                info = await self._markets.market(ticker)
+            except GatewayError as error:
+                log.warning("actor: cannot ask whether %s has resolved: %s", ticker, error)
+                continue
+            if info.result is None:
+                continue  # not resolved: a plain difference, for the reconciliation to judge
+            payout = self.account.settle(ticker, info.result)
+            self._closed.add(ticker)
+            self.counters.settlements += 1
+            log.warning(
+                "actor: %s resolved %s; booked the settlement of %s contracts: $%s paid out",
+                ticker, info.result.name, format_count(quantity), format_money(payout, 4),
+            )  # fmt: skip
+
+    async def _sync_orders(self) -> None:
+        """Hold the exchange's open orders as the truth: forget ours it no longer has, adopt the
+        ones it has that we lost (an unanswered create), one per market; cancel any extra."""
+        open_orders = await self._gateway.open_orders()
+        listed = {order.order_id for order in open_orders}
+        for ticker, entry in list(self._working.items()):
+            if entry.order.order_id not in listed:
+                self._forget(ticker)
+        extras = []
+        for order in sorted(open_orders, key=lambda order: order.created_ms, reverse=True):
+            known = self._by_order_id.get(order.order_id)
+            if known is not None:
+                self._working[known].order = order
+            elif order.ticker in self._tickers and order.ticker not in self._working and self.halt_reason is None:
+                self._track(order, order.created_ms)
+            else:
+                extras.append(order.order_id)
+        if extras:
+            log.warning("actor: cancelling %d open orders beyond one per market", len(extras))
+            await self._cancel_ids(extras)
+
+    # -- cancelling ------------------------------------------------------------------------------
+    async def _cancel_all(self) -> int:
+        """Cancel every order the exchange lists as open (ours or lost), with retries."""
+        for attempt in range(1, CANCEL_ATTEMPTS + 1):
+            try:
+                open_orders = await self._gateway.open_orders()
+                cancelled = await self._cancel_ids([order.order_id for order in open_orders])
+            except ExchangeUnavailable as error:
+                log.error("actor: cancelling open orders failed (attempt %d): %s", attempt, error)
+                await asyncio.sleep(0.5 * attempt)
+                continue
+            self._working.clear()
+            self._by_order_id.clear()
+            return cancelled
+        self.counters.errors += 1
+        log.critical("actor: could not cancel the open orders after %d attempts: cancel them by hand", CANCEL_ATTEMPTS)
+        return 0
+
+    async def _cancel_ids(self, order_ids: Sequence[str]) -> int:
+        if not order_ids:
+            return 0
+        results = await self._gateway.cancel_orders(order_ids)
+        cancelled = sum(1 for result in results if isinstance(result, Order))
+        self.counters.orders_cancelled += cancelled
+        for result in results:
+            if isinstance(result, OrderRejected) and not isinstance(result, OrderNotFound):
+                log.warning("actor: a cancel was refused: %s", result)
+        return cancelled
+
+    # -- reads -----------------------------------------------------------------------------------
+    def booked_fills(self) -> list[dict[str, Any]]:
+        """Every fill the account booked, for ``/rl/actor/fills`` (prices and counts as the wire
+        spells them, the fee in micro-dollars)."""
+        if self.account is None:
+            return []
+        return [
+            {
+                "fill_id": fill.fill_id,
+                "order_id": fill.order_id,
+                "ticker": fill.ticker,
+                "side": fill.side.value,
+                "yes_price_dollars": format_price(fill.price),
+                "count_fp": format_count(fill.count),
+                "fee_micro_dollars": fill.fee,
+                "is_taker": fill.is_taker,
+                "ts_ms": fill.ts_ms,
+            }
+            for fill in self.account.fills
+        ]
+
+    def open_orders(self) -> dict[str, Order]:
+        """The order resting in each market, as the actor knows it."""
+        return {ticker: entry.order for ticker, entry in self._working.items()}
+
+    def status(self) -> dict[str, Any]:
+        """For ``/rl/health`` and ``/rl/status``: plain JSON values."""
+        health = {
+            ActorState.RUNNING: "ok",
+            ActorState.STARTING: "starting",
+            ActorState.HALTED: "halted",
+            ActorState.STOPPED: "stopped",
+            ActorState.FAILED: "failed",
+        }[self.state]
+        account = self.account
+        body: dict[str, Any] = {
+            "status": health,
+            "state": self.state.value,
+            "strategy": self.strategy,
+            "model": None if self._model is None else self._model.label,
+            "model_id": None if self._model is None else self._model.model_id,
+            "markets": list(self.config.tickers),
+            "close_ms": {ticker: info.close_ms for ticker, info in self.market_info.items()},
+            "closed": sorted(self._closed),
+            "halt_reason": self.halt_reason,
+            "failure": self.failure,
+            "counters": attrs.asdict(self.counters),
+            "open_orders": {
+                ticker: {"side": entry.order.side.value, "price": entry.order.price, "remaining": entry.remaining}
+                for ticker, entry in self._working.items()
+            },
+            "daily_loss_dollars": format_money(self._daily_loss),
+            "records": attrs.asdict(self._records.stats()),
+            "last_mismatches": [item.describe() for item in self.last_mismatches],
+        }
+        if account is not None:
+            body["cash_dollars"] = format_money(account.cash)
+            body["cash_micro_dollars"] = account.cash  # exact: the dollars above are rounded to the cent
+            body["positions_contracts"] = {
+                ticker: format_count(quantity) for ticker, quantity in account.positions().items()
+            }
+            body["settlements"] = {ticker: result.name.lower() for ticker, result in account.settled.items()}
+            body["adjustments"] = {
+                "cash_micro_dollars": account.cash_adjustment,
+                "positions": dict(account.position_adjustments),
+            }
+        return body

@@ -1,0 +1,218 @@
+"""Data quality of a recorded session, checked when it is replayed: a report, never a fix.
+
+Replay compiles whatever was recorded; this says what in it a trainer should know about, per
+market:
+
+* book events before the market's first snapshot (they cannot be applied, replay skips them);
+* sequence gaps and repeats per subscription (``sid``), and how many later snapshots
+  resynchronised the book. A recording made with ``RL_ORDERBOOK_SAMPLE_RATE`` > 1 folds deltas
+  into snapshots, so its sequence numbers jump by design: count those jumps, not losses;
+* time the book spent crossed (YES bid above YES ask) or locked, which a matching engine never
+  leaves standing: a sign of a lost delta or a bad snapshot;
+* time with one side of the book empty, and silences: gaps between a market's events longer
+  than ``silence_ms`` (a stalled feed, or a quiet market);
+* clock steps back (an event stamped before the one recorded ahead of it) and a market with
+  no resolution (its episodes end without settlement).
+
+Durations are measured on the events' own clock, up to the market's last event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, PublicTrade
+from domain.orderbook import OrderBook
+
+DEFAULT_SILENCE_MS = 60_000
+
+
+@attrs.frozen
+class MarketQuality:
+    ticker: str
+    events: int
+    snapshots: int
+    deltas: int
+    trades: int
+    resolved: bool
+    span_ms: int  # first event to last
+    before_first_snapshot: int
+    sequence_gaps: int
+    sequence_repeats: int
+    resyncs: int  # snapshots after the first
+    crossed_ms: int
+    locked_ms: int
+    one_sided_ms: int  # at least one side of the book empty
+    silences: int
+    longest_silence_ms: int
+    clock_steps_back: int
+
+    def problems(self, silence_ms: int) -> list[str]:
+        """One line per finding, empty for a clean market."""
+        found = []
+        if not self.snapshots:
+            found.append("no book snapshot: the market cannot be replayed")
+        if self.before_first_snapshot:
+            found.append(f"{self.before_first_snapshot} book events before the first snapshot (skipped)")
+        if self.sequence_gaps or self.sequence_repeats:
+            found.append(
+                f"{self.sequence_gaps} sequence gaps and {self.sequence_repeats} repeats "
+                f"({self.resyncs} resynchronising snapshots; a sampled recording jumps by design)"
+            )
+        if self.crossed_ms:
+            found.append(f"book crossed for {_seconds(self.crossed_ms)}")
+        if self.locked_ms:
+            found.append(f"book locked for {_seconds(self.locked_ms)}")
+        if self.one_sided_ms and self.span_ms and self.one_sided_ms * 10 >= self.span_ms:
+            found.append(f"a side of the book empty for {_seconds(self.one_sided_ms)} of {_seconds(self.span_ms)}")
+        if self.silences:
+            found.append(
+                f"{self.silences} silences over {_seconds(silence_ms)} (longest {_seconds(self.longest_silence_ms)})"
+            )
+        if self.clock_steps_back:
+            found.append(f"{self.clock_steps_back} events stamped before the event recorded ahead of them")
+        if not self.resolved:
+            found.append("no resolution: its episodes end without settlement")
+        return found
+
+
+@attrs.frozen
+class SessionQuality:
+    session_id: int
+    silence_ms: int
+    markets: tuple[MarketQuality, ...]
+
+    @property
+    def is_clean(self) -> bool:
+        return not any(market.problems(self.silence_ms) for market in self.markets)
+
+    def problems(self) -> list[str]:
+        """``"TICKER: finding"`` lines for every market with findings."""
+        return [
+            f"{market.ticker}: {finding}" for market in self.markets for finding in market.problems(self.silence_ms)
+        ]
+
+    def format(self) -> str:
+        lines = [f"session {self.session_id}: {len(self.markets)} markets"]
+        for market in self.markets:
+            lines.append(
+                f"  {market.ticker}: {market.events} events ({market.snapshots} snapshots, {market.deltas} deltas, "
+                f"{market.trades} trades) over {_seconds(market.span_ms)}"
+            )
+            lines.extend(f"    - {finding}" for finding in market.problems(self.silence_ms) or ["clean"])
+        return "\n".join(lines)
+
+
+def check_session(
+    events: Sequence[MarketEvent], *, session_id: int, silence_ms: int = DEFAULT_SILENCE_MS
+) -> SessionQuality:
+    """The report of one session's events, in recorded order."""
+    if silence_ms <= 0:
+        raise ValueError(f"silence_ms must be > 0, got {silence_ms}")
+    markets: dict[str, _MarketCheck] = {}
+    last_seq: dict[int | None, int] = {}
+    for event in events:
+        market = markets.get(event.ticker)
+        if market is None:
+            market = markets[event.ticker] = _MarketCheck(event.ticker, silence_ms)
+        if isinstance(event, (BookSnapshot, BookDelta)) and event.seq is not None:
+            previous = last_seq.get(event.sid)
+            last_seq[event.sid] = event.seq if previous is None else max(previous, event.seq)
+            if previous is not None and isinstance(event, BookDelta):
+                if event.seq > previous + 1:
+                    market.sequence_gaps += 1
+                elif event.seq <= previous:
+                    market.sequence_repeats += 1
+        market.add(event)
+    return SessionQuality(session_id, silence_ms, tuple(market.report() for market in markets.values()))
+
+
+class _MarketCheck:
+    """One market's running tallies, fed its events in recorded order."""
+
+    def __init__(self, ticker: str, silence_ms: int) -> None:
+        self.ticker = ticker
+        self.silence_ms = silence_ms
+        self.book = OrderBook(ticker)
+        self.events = self.snapshots = self.deltas = self.trades = 0
+        self.resolved = False
+        self.before_first_snapshot = 0
+        self.sequence_gaps = self.sequence_repeats = 0
+        self.crossed_ms = self.locked_ms = self.one_sided_ms = 0
+        self.silences = self.longest_silence_ms = self.clock_steps_back = 0
+        self.first_ms: int | None = None
+        self.last_ms: int | None = None
+        self.state_since_ms = 0  # when the book took its current state
+        self.state = (False, False, False)  # crossed, locked, one-sided
+
+    def add(self, event: MarketEvent) -> None:
+        ts = event.ts_ms
+        self.events += 1
+        if self.last_ms is None:
+            self.first_ms = ts
+        else:
+            if ts < self.last_ms:
+                self.clock_steps_back += 1
+            gap = ts - self.last_ms
+            if gap > self.silence_ms:
+                self.silences += 1
+            self.longest_silence_ms = max(self.longest_silence_ms, gap)
+        self.last_ms = ts if self.last_ms is None else max(ts, self.last_ms)
+        if isinstance(event, BookSnapshot):
+            self.snapshots += 1
+            self.book.apply_snapshot(event.yes, event.no)
+            self._book_changed(ts)
+        elif isinstance(event, BookDelta):
+            self.deltas += 1
+            if not self.snapshots:
+                self.before_first_snapshot += 1
+                return
+            self.book.apply_delta(event.side, event.price, event.delta)
+            self._book_changed(ts)
+        elif isinstance(event, PublicTrade):
+            self.trades += 1
+        elif isinstance(event, MarketResolved):
+            self.resolved = True
+
+    def _book_changed(self, ts: int) -> None:
+        self._account(ts)
+        book = self.book
+        self.state = (book.is_crossed(), book.is_locked(), book.yes_bid < 0 or book.no_bid < 0)
+
+    def _account(self, ts: int) -> None:
+        """Adds the time since the last book change to the states the book was in."""
+        elapsed = max(0, ts - self.state_since_ms)
+        crossed, locked, one_sided = self.state
+        self.crossed_ms += elapsed if crossed else 0
+        self.locked_ms += elapsed if locked else 0
+        self.one_sided_ms += elapsed if one_sided else 0
+        self.state_since_ms = max(ts, self.state_since_ms)
+
+    def report(self) -> MarketQuality:
+        if self.last_ms is not None and self.snapshots:
+            self._account(self.last_ms)
+        return MarketQuality(
+            ticker=self.ticker,
+            events=self.events,
+            snapshots=self.snapshots,
+            deltas=self.deltas,
+            trades=self.trades,
+            resolved=self.resolved,
+            span_ms=0 if self.first_ms is None or self.last_ms is None else self.last_ms - self.first_ms,
+            before_first_snapshot=self.before_first_snapshot,
+            sequence_gaps=self.sequence_gaps,
+            sequence_repeats=self.sequence_repeats,
+            resyncs=max(0, self.snapshots - 1),
+            crossed_ms=self.crossed_ms,
+            locked_ms=self.locked_ms,
+            one_sided_ms=self.one_sided_ms,
+            silences=self.silences,
+            longest_silence_ms=self.longest_silence_ms,
+            clock_steps_back=self.clock_steps_back,
+        )
+
+
+def _seconds(ms: int) -> str:
+    return f"{ms / 1000:.1f} s"

@@ -1,0 +1,163 @@
+"""The SB3 trainer on the real environment, kept tiny: reproducibility, normalisation, masks,
+checkpoints, evaluation, and the model file."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from adapters.sb3 import ModelFileError, Sb3Trainer, TrainingOptions
+from adapters.sb3.model_file import ModelMetadata
+from adapters.sb3.policy import Sb3Policy
+from domain.ports import AgentTrainer, Policy, TrainedAgent
+from entrypoints.learning import EnvironmentSettings
+
+TINY = {"n_steps": 32, "batch_size": 64, "n_epochs": 2, "net_arch": [16, 16]}
+
+
+def trainer(**options) -> Sb3Trainer:
+    options = {"n_envs": 2, "hyperparameters": TINY, **options}
+    if options.get("algorithm") == "a2c":
+        options["hyperparameters"] = {"n_steps": 8, "net_arch": [16, 16]}
+    return Sb3Trainer(EnvironmentSettings().make_environment, TrainingOptions(**options))
+
+
+def test_the_trainer_and_its_agent_satisfy_the_ports(tapes):
+    agent = trainer().train(tapes, total_timesteps=64, seed=0)
+    assert isinstance(trainer(), AgentTrainer)
+    assert isinstance(agent, TrainedAgent) and isinstance(agent.policy(), Policy)
+    assert agent.hyperparameters["total_timesteps"] == 64 and agent.hyperparameters["action_masks"] is True
+    assert agent.metrics["timesteps"] >= 64 and agent.metrics["timesteps_per_s"] > 0
+
+
+@pytest.mark.parametrize("algorithm", ["ppo", "a2c"])
+def test_the_same_seed_trains_the_same_weights_and_another_seed_does_not(tapes, algorithm):
+    first = trainer(algorithm=algorithm).train(tapes, total_timesteps=256, seed=7).weights()
+    again = trainer(algorithm=algorithm).train(tapes, total_timesteps=256, seed=7).weights()
+    other = trainer(algorithm=algorithm).train(tapes, total_timesteps=256, seed=8).weights()
+
+    assert first.keys() == again.keys()
+    assert all(np.array_equal(first[name], again[name]) for name in first)
+    assert not all(np.array_equal(first[name], other[name]) for name in first)
+
+
+def test_the_loaded_policy_normalises_observations_as_training_did(tapes, tmp_path):
+    agent = trainer().train(tapes, total_timesteps=256, seed=1)
+    training_environment = agent.model.get_env()  # the VecNormalize the model learned behind
+    path = tmp_path / "model.zip"
+    agent.save(str(path))
+    policy = trainer().load_policy(str(path))
+
+    environment = EnvironmentSettings().make_environment(tapes)
+    observation, _ = environment.reset(seed=3)
+    for _ in range(5):
+        observation, *_ = environment.step(0)
+    normalised = training_environment.normalize_obs(observation.copy())
+    with torch.no_grad():
+        tensor, _ = agent.model.policy.obs_to_tensor(normalised.astype(np.float32))
+        expected = agent.model.policy.get_distribution(tensor).distribution.probs.numpy()[0]
+        raw_tensor, _ = agent.model.policy.obs_to_tensor(observation)
+        unnormalised = agent.model.policy.get_distribution(raw_tensor).distribution.probs.numpy()[0]
+
+    np.testing.assert_allclose(policy.action_probabilities(observation), expected, rtol=1e-6)
+    assert not np.allclose(unnormalised, expected)  # the normalisation matters to this model
+    assert policy.metadata.normalizer is not None and np.any(policy.metadata.normalizer.mean != 0)
+
+
+def test_without_normalisation_the_policy_sees_raw_observations(tapes, tmp_path):
+    agent = trainer(normalize_observations=False).train(tapes, total_timesteps=64, seed=1)
+    agent.save(str(tmp_path / "raw.zip"))
+    policy = trainer().load_policy(str(tmp_path / "raw.zip"))
+    observation = np.linspace(-1, 1, agent.model.observation_space.shape[0]).astype(np.float32)
+
+    assert policy.metadata.normalizer is None
+    np.testing.assert_array_equal(policy.prepare(observation), observation)
+
+
+class IllegalActionCounter(gym.Wrapper):
+    counts: list[int] = []
+
+    def step(self, action):
+        observation, reward, terminated, truncated, info = self.env.step(action)
+        IllegalActionCounter.counts.append(int(info["illegal_action"]))
+        return observation, reward, terminated, truncated, info
+
+
+def counting_trainer(masks: bool) -> Sb3Trainer:
+    settings = EnvironmentSettings()
+    return Sb3Trainer(
+        lambda tapes: IllegalActionCounter(settings.make_environment(tapes)),
+        TrainingOptions(n_envs=2, hyperparameters=TINY, action_masks=masks),
+    )
+
+
+@pytest.mark.parametrize("masks", [True, False])
+def test_with_masks_training_never_takes_an_illegal_action(tapes, masks):
+    IllegalActionCounter.counts = []
+    counting_trainer(masks).train(tapes, total_timesteps=512, seed=2)
+
+    assert len(IllegalActionCounter.counts) >= 512
+    # An untrained policy without masks tries to sell what it does not hold, often.
+    assert (sum(IllegalActionCounter.counts) == 0) is masks
+
+
+class FixedPolicy(Sb3Policy):
+    """The real act() over a known distribution: BUY_YES most likely, then SELL_YES."""
+
+    def action_probabilities(self, observation):
+        return np.array([0.1, 0.5, 0.2, 0.1, 0.1])
+
+
+@pytest.mark.parametrize(("masked", "expected"), [(True, 2), (False, 0)])
+def test_a_masked_policy_picks_its_best_legal_action_an_unmasked_one_holds(masked, expected):
+    policy = FixedPolicy(model=None, metadata=ModelMetadata(algorithm="ppo", masked=masked))
+    buy_yes_illegal = np.array([True, False, True, True, True])
+
+    assert policy.act(np.zeros(3)) == 1
+    assert policy.act(np.zeros(3), buy_yes_illegal) == expected
+
+
+def test_checkpoints_and_evaluations_happen_periodically(tapes, make_tapes, tmp_path):
+    held_out = make_tapes(9, markets=1)
+    agent = trainer(checkpoint_every=128, eval_every=128, eval_episodes=1).train(
+        tapes, total_timesteps=256, seed=4, eval_tapes=held_out, checkpoint_dir=str(tmp_path / "checkpoints")
+    )
+
+    saved = sorted(path.name for path in (tmp_path / "checkpoints").iterdir())
+    assert saved == ["step-128.zip", "step-256.zip"]
+    assert agent.metrics["checkpoints"] == [str(tmp_path / "checkpoints" / name) for name in saved]
+    assert isinstance(trainer().load_policy(str(tmp_path / "checkpoints" / "step-128.zip")), Sb3Policy)
+    assert [evaluation["timesteps"] for evaluation in agent.metrics["evaluations"]] == [128, 256]
+    assert all(np.isfinite(evaluation["mean_reward"]) for evaluation in agent.metrics["evaluations"])
+
+
+def test_tensorboard_logs_are_written_under_the_run_name(tapes, tmp_path):
+    trainer(tensorboard_dir=str(tmp_path / "tb")).train(tapes, total_timesteps=128, seed=0, run_name="book-v3")
+
+    (run,) = (tmp_path / "tb").iterdir()
+    assert run.name.startswith("book-v3") and any(path.name.startswith("events.out.tfevents") for path in run.iterdir())
+
+
+def test_options_are_checked_before_anything_runs(tapes):
+    with pytest.raises(ValueError, match=r"unknown a2c hyperparameters \['batch_size'\]"):
+        TrainingOptions(algorithm="a2c", hyperparameters={"batch_size": 64})
+    with pytest.raises(ValueError, match="n_envs must be an integer >= 1, got 0"):
+        TrainingOptions(n_envs=0)
+    with pytest.raises(ValueError, match="vectorisation"):
+        TrainingOptions(vectorisation="threads")
+    with pytest.raises(ValueError, match="checkpoint_every is set but no checkpoint_dir"):
+        trainer(checkpoint_every=64).train(tapes, total_timesteps=64, seed=0)
+    with pytest.raises(ValueError, match="total_timesteps must be an integer >= 1"):
+        trainer().train(tapes, total_timesteps=0, seed=0)
+    with pytest.raises(ValueError, match="at least one market tape"):
+        trainer().train([], total_timesteps=64, seed=0)
+
+
+def test_a_file_that_is_not_a_model_is_refused_by_name(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model file"):
+        trainer().load_policy(str(tmp_path / "missing.zip"))
+    (tmp_path / "notes.zip").write_bytes(b"not a zip")
+    with pytest.raises(ModelFileError, match="is not a kalshiflow-rl model file"):
+        trainer().load_policy(str(tmp_path / "notes.zip"))

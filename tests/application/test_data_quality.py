@@ -1,0 +1,100 @@
+"""The data-quality report replay gives of a session: hand-built recordings, hand-counted findings."""
+
+import pytest
+
+from application.data_quality import check_session
+from domain.events import BookDelta, BookSnapshot, MarketResolved, PublicTrade
+from domain.values import Side
+
+YES, NO = Side.YES, Side.NO
+
+
+def clean(ticker: str = "A", sid: int = 1) -> list:
+    return [
+        BookSnapshot(ticker, 1, 0, yes=((4400, 100),), no=((5300, 300),), sid=sid),
+        BookDelta(ticker, 2, 1_000, YES, 4500, 10, sid=sid),
+        PublicTrade(ticker, 2_000, "t1", 4500, 10, NO),
+        BookDelta(ticker, 3, 2_000, YES, 4500, -10, sid=sid),
+        MarketResolved(ticker, 3_000, YES),
+    ]
+
+
+def only(report):
+    (market,) = report.markets
+    return market
+
+
+def test_a_clean_recording_has_no_findings():
+    report = check_session(clean(), session_id=7)
+    market = only(report)
+    assert report.is_clean and report.problems() == [] and market.problems(report.silence_ms) == []
+    assert (market.events, market.snapshots, market.deltas, market.trades, market.span_ms) == (5, 1, 2, 1, 3_000)
+    assert "A: 5 events" in report.format() and "clean" in report.format()
+
+
+def test_sequence_gaps_repeats_and_resyncs_are_counted_per_subscription():
+    events = [
+        BookSnapshot("A", 1, 0, yes=((4400, 100),), no=((5300, 300),), sid=1),
+        BookDelta("A", 2, 10, YES, 4400, 5, sid=1),
+        BookDelta("A", 5, 20, YES, 4400, 5, sid=1),  # 3 and 4 never came: a gap
+        BookDelta("A", 5, 30, YES, 4400, 5, sid=1),  # a repeat
+        BookSnapshot("A", 6, 40, yes=((4400, 100),), no=((5300, 300),), sid=1),  # resync
+        BookDelta("A", 7, 50, YES, 4400, 5, sid=1),
+        BookDelta("B", 1, 60, YES, 4400, 5, sid=2),  # another subscription numbers on its own
+        MarketResolved("A", 100, NO),
+    ]
+    report = check_session(events, session_id=1)
+    market = report.markets[0]
+    assert (market.sequence_gaps, market.sequence_repeats, market.resyncs) == (1, 1, 1)
+    assert "A: 1 sequence gaps and 1 repeats (1 resynchronising snapshots" in report.problems()[0]
+
+
+def test_deltas_before_the_first_snapshot_are_reported_not_applied():
+    events = [BookDelta("A", None, 0, YES, 4000, 100), *clean()]
+    market = only(check_session(events, session_id=1))
+    assert market.before_first_snapshot == 1 and market.deltas == 3
+
+
+def test_time_crossed_locked_and_one_sided_is_measured_on_the_events_clock():
+    events = [
+        BookSnapshot("A", 1, 0, yes=((4400, 100),), no=((5300, 300),)),
+        BookDelta("A", 2, 1_000, YES, 4700, 10),  # 4700 + 5300 = $1: locked
+        BookDelta("A", 3, 3_000, YES, 4800, 10),  # crossed
+        BookDelta("A", 4, 3_500, YES, 4800, -10),  # back to locked
+        BookDelta("A", 5, 4_000, YES, 4700, -10),  # clean again
+        BookDelta("A", 6, 5_000, NO, 5300, -300),  # the NO side empties
+        PublicTrade("A", 9_000, "t", 4400, 1, NO),
+        MarketResolved("A", 10_000, YES),
+    ]
+    report = check_session(events, session_id=1)
+    market = only(report)
+    assert (market.locked_ms, market.crossed_ms, market.one_sided_ms) == (2_500, 500, 5_000)
+    problems = report.problems()
+    assert "A: book crossed for 0.5 s" in problems and "A: book locked for 2.5 s" in problems
+    assert "A: a side of the book empty for 5.0 s of 10.0 s" in problems
+
+
+def test_silences_and_clock_steps_back_are_reported():
+    events = [
+        BookSnapshot("A", 1, 0, yes=((4400, 100),), no=((5300, 300),)),
+        BookDelta("A", 2, 90_000, YES, 4400, 5),  # 90 s of nothing
+        BookDelta("A", 3, 89_000, YES, 4400, 5),  # stamped before the one ahead of it
+        BookDelta("A", 4, 200_000, YES, 4400, 5),  # 110 s after the latest time seen
+        MarketResolved("A", 200_000, NO),
+    ]
+    report = check_session(events, session_id=1, silence_ms=60_000)
+    market = only(report)
+    assert (market.silences, market.longest_silence_ms, market.clock_steps_back) == (2, 110_000, 1)
+    assert "A: 2 silences over 60.0 s (longest 110.0 s)" in report.problems()
+
+
+def test_an_unresolved_market_and_one_without_a_book_are_reported():
+    events = [*clean("A")[:-1], BookDelta("B", None, 0, YES, 4400, 5)]
+    problems = check_session(events, session_id=1).problems()
+    assert "A: no resolution: its episodes end without settlement" in problems
+    assert "B: no book snapshot: the market cannot be replayed" in problems
+
+
+def test_the_silence_threshold_is_checked():
+    with pytest.raises(ValueError, match="silence_ms"):
+        check_session(clean(), session_id=1, silence_ms=0)
