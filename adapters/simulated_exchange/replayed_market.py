@@ -20,7 +20,6 @@ from domain.values import LADDER_SIZE
 
 class ReplayedMarket:
     __slots__ = (
-        "tape",
         "ticker",
         "last_row",
         "times",
@@ -34,7 +33,6 @@ class ReplayedMarket:
     )
 
     def __init__(self, tape: MarketTape) -> None:
-        self.tape = tape
         self.ticker = tape.ticker
         self.times: list[int] = tape.times.tolist()
         self.last_row = len(self.times) - 1

@@ -145,6 +145,46 @@ def test_the_same_seed_and_actions_replay_the_same_episode(busy_tapes):
     assert not np.array_equal(trace, other)  # the seed matters: it picks the episodes
 
 
+def test_copies_share_each_tape_replay_but_not_their_state(busy_tapes):
+    def random_agent(seed):
+        env = OrderbookEnv(busy_tapes)
+        observation, info = env.reset(seed=seed, options={"episode": 0})
+        rng = np.random.default_rng(seed)
+        while True:
+            action = int(rng.choice(np.flatnonzero(info["action_mask"])))
+            observation, reward, terminated, truncated, info = env.step(action)
+            yield env, observation, reward, info["portfolio_value"]
+            if terminated or truncated:
+                return
+
+    def alone(seed):
+        return [(observation.tobytes(), reward, value) for _, observation, reward, value in random_agent(seed)]
+
+    expected = {seed: alone(seed) for seed in (1, 2)}
+    first, second = random_agent(1), random_agent(2)
+    interleaved = {1: [], 2: []}
+    for (env_a, obs_a, reward_a, value_a), (env_b, obs_b, reward_b, value_b) in zip(first, second):
+        assert env_a._exchange._replay(env_a._ticker).market is env_b._exchange._replay(env_b._ticker).market
+        interleaved[1].append((obs_a.tobytes(), reward_a, value_a))
+        interleaved[2].append((obs_b.tobytes(), reward_b, value_b))
+    assert interleaved == expected  # one copy's orders never touch the other's replay
+
+
+def test_a_dropped_tape_leaves_the_shared_replay_cache():
+    import gc
+    import weakref
+
+    from adapters.gym_env.orderbook_env import _SHARED_ROWS
+
+    env = OrderbookEnv([tape(quiet_market())])
+    env.reset(seed=0)
+    gone = weakref.ref(env.tapes[0])
+    assert env.tapes[0] in _SHARED_ROWS
+    del env
+    gc.collect()
+    assert gone() is None
+
+
 def test_rewards_add_up_to_the_episode_return(busy_tapes):
     env = OrderbookEnv(busy_tapes, reward=RewardFunction(scale=1.0))
     _, info = env.reset(seed=3, options={"episode": 1})
