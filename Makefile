@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-domain test-contract test-e2e lint bench clean
+.PHONY: venv demo demo-edge test test-domain test-contract test-e2e lint bench clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,10 @@ $(STAMP): pyproject.toml
 
 demo: venv
 	$(BIN)/kalshiflow-rl demo
+
+# The demo on markets with a planted, learnable signal: shows the agent learning (~1 min).
+demo-edge: venv
+	$(BIN)/kalshiflow-rl demo --planted-edge
 
 lint: venv
 	$(BIN)/lint-imports

@@ -47,7 +47,16 @@ class RecordableFeed(Protocol):
 
 
 class SyntheticFeedFactory(Protocol):
-    def __call__(self, *, seed: int, markets: int, duration_ms: int, edge_strength: float) -> RecordableFeed: ...
+    def __call__(
+        self,
+        *,
+        seed: int,
+        markets: int,
+        duration_ms: int,
+        edge_strength: float,
+        volatility: float | None = None,
+        edge_lead_steps: int | None = None,
+    ) -> RecordableFeed: ...
 
 
 def _at_least(minimum: int) -> Callable[[object, attrs.Attribute, int], None]:  # type: ignore[type-arg]
@@ -64,13 +73,34 @@ class DemoConfig:
     held_out_sessions: int = attrs.field(default=2, validator=_at_least(1))
     markets_per_session: int = attrs.field(default=3, validator=_at_least(1))
     session_minutes: int = attrs.field(default=10, validator=_at_least(1))
-    # The synthetic generator's planted, learnable signal (0 = none: prices are a martingale).
+    # The synthetic generator's planted, learnable signal (0 = none: prices are a martingale), and
+    # the two knobs that decide whether it pays for the spread and fees (None: the generator's).
     edge_strength: float = 0.5
+    volatility: float | None = None  # logit per square-root second
+    edge_lead_steps: int | None = None  # how many events ahead the informed quoter sees
     total_timesteps: int = attrs.field(default=40_000, validator=_at_least(1))
     seed: int = 0
     model_name: str = "demo"
     batch_size: int = attrs.field(default=1_000, validator=_at_least(1))  # events per store write
     replay: ReplayConfig = ReplayConfig()
+
+    @classmethod
+    def planted_edge(cls, **changes: Any) -> DemoConfig:
+        """The learning test's markets (``tests/application/test_learning.py``): a signal strong
+        and early enough to pay for Kalshi's spread and fees, 2 five-minute markets a session,
+        20 sessions to train on and 10 held out, 100,000 steps -- so the demo shows learning."""
+        preset: dict[str, Any] = {
+            "sessions": 30,
+            "held_out_sessions": 10,
+            "markets_per_session": 2,
+            "session_minutes": 5,
+            "edge_strength": 0.9,
+            "volatility": 0.1,
+            "edge_lead_steps": 100,
+            "total_timesteps": 100_000,
+            "model_name": "demo-planted-edge",
+        }
+        return cls(**{**preset, **changes})
 
     def __attrs_post_init__(self) -> None:
         if self.held_out_sessions >= self.sessions:
@@ -80,6 +110,12 @@ class DemoConfig:
             )
         if not 0 <= self.edge_strength < 1:
             raise ValueError(f"edge_strength must lie in [0, 1), got {self.edge_strength!r}")
+        if self.volatility is not None and not self.volatility >= 0:
+            raise ValueError(f"volatility must be >= 0, got {self.volatility!r}")
+        if self.edge_lead_steps is not None and (
+            isinstance(self.edge_lead_steps, bool) or not isinstance(self.edge_lead_steps, int) or self.edge_lead_steps < 1
+        ):
+            raise ValueError(f"edge_lead_steps must be an integer >= 1, got {self.edge_lead_steps!r}")
 
 
 @attrs.frozen
@@ -119,7 +155,7 @@ async def run_demo(
     output. ``make_quoting_environment`` is ``make_environment`` priced passive (the market maker's)."""
     say(
         f"Recording {config.sessions} SYNTHETIC sessions ({config.markets_per_session} generated markets, "
-        f"{config.session_minutes} min each; edge_strength={config.edge_strength}) ..."
+        f"{config.session_minutes} min each; {_market_knobs(config)}) ..."
     )
     session_ids = []
     for index in range(config.sessions):
@@ -128,6 +164,8 @@ async def run_demo(
             markets=config.markets_per_session,
             duration_ms=config.session_minutes * 60_000,
             edge_strength=config.edge_strength,
+            volatility=config.volatility,
+            edge_lead_steps=config.edge_lead_steps,
         )
         summary = await record_session(
             feed, store, tickers=feed.tickers, source="synthetic", batch_size=config.batch_size, clock=clock
@@ -211,6 +249,15 @@ async def run_demo(
         table=table,
         chart=chart,
     )
+
+
+def _market_knobs(config: DemoConfig) -> str:
+    knobs = [f"edge_strength={config.edge_strength}"]
+    if config.volatility is not None:
+        knobs.append(f"volatility={config.volatility}")
+    if config.edge_lead_steps is not None:
+        knobs.append(f"edge_lead_steps={config.edge_lead_steps}")
+    return ", ".join(knobs)
 
 
 def _ids(ids: Sequence[int]) -> str:

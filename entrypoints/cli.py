@@ -538,16 +538,33 @@ def add_learning_commands(commands: argparse._SubParsersAction) -> None:
             "$RL_DATA_DIR/demo-equity.png."
         ),
     )
-    for flag, default, text in (
-        ("--sessions", 6, "sessions to record"),
-        ("--held-out", 2, "sessions kept for evaluation"),
-        ("--markets", 3, "markets per session"),
-        ("--minutes", 10, "simulated minutes per session"),
-        ("--timesteps", 40_000, "training steps"),
-    ):
-        demo.add_argument(flag, type=positive_int, default=default, metavar="N", help=f"{text} (default {default})")
     demo.add_argument(
-        "--edge", type=float, default=0.5, metavar="K", help="planted signal strength in [0, 1) (default 0.5)"
+        "--planted-edge",
+        action="store_true",
+        help=(
+            "markets with a planted signal that pays for the spread and fees (the learning test's: "
+            "30 sessions of 2 five-minute markets, 100,000 steps), so the agent can learn; "
+            "the flags below still override"
+        ),
+    )
+    for flag, field, text in (
+        ("--sessions", "sessions", "sessions to record"),
+        ("--held-out", "held_out_sessions", "sessions kept for evaluation"),
+        ("--markets", "markets_per_session", "markets per session"),
+        ("--minutes", "session_minutes", "simulated minutes per session"),
+        ("--timesteps", "total_timesteps", "training steps"),
+    ):
+        default = attrs.fields_dict(DemoConfig)[field].default
+        demo.add_argument(
+            flag, type=positive_int, dest=field, default=None, metavar="N", help=f"{text} (default {default})"
+        )
+    demo.add_argument(
+        "--edge",
+        type=float,
+        dest="edge_strength",
+        default=None,
+        metavar="K",
+        help=f"planted signal strength in [0, 1) (default {DemoConfig().edge_strength})",
     )
     demo.add_argument("--seed", type=int, default=0, metavar="S", help="default 0")
     demo.set_defaults(run=demo_command)
@@ -617,15 +634,9 @@ async def train_model(args: argparse.Namespace, settings: Settings, container: C
 
 async def demo_command(args: argparse.Namespace, settings: Settings, container: Container) -> int:
     try:
-        config = DemoConfig(
-            sessions=args.sessions,
-            held_out_sessions=args.held_out,
-            markets_per_session=args.markets,
-            session_minutes=args.minutes,
-            total_timesteps=args.timesteps,
-            edge_strength=args.edge,
-            seed=args.seed,
-        )
+        fields = ("sessions", "held_out_sessions", "markets_per_session", "session_minutes", "total_timesteps", "edge_strength")
+        given = {field: getattr(args, field) for field in fields if getattr(args, field) is not None}
+        config = (DemoConfig.planted_edge if args.planted_edge else DemoConfig)(seed=args.seed, **given)
     except ValueError as error:
         raise CommandFailed(str(error)) from None
     environment = container.environment_settings()

@@ -97,7 +97,23 @@ def sb3_trainer(environment: EnvironmentSettings, *, algorithm: str = "ppo", **o
     return Sb3Trainer(environment.make_environment, TrainingOptions(algorithm=algorithm, **options))
 
 
-def synthetic_session_feed(*, seed: int, markets: int, duration_ms: int, edge_strength: float) -> SyntheticMarketFeed:
-    """A SYNTHETIC session: ``markets`` generated markets that trade for ``duration_ms`` and resolve."""
-    config = SyntheticMarketConfig(seed=seed, markets=markets, duration_ms=duration_ms, edge_strength=edge_strength)
+def synthetic_session_feed(
+    *,
+    seed: int,
+    markets: int,
+    duration_ms: int,
+    edge_strength: float,
+    volatility: float | None = None,
+    edge_lead_steps: int | None = None,
+) -> SyntheticMarketFeed:
+    """A SYNTHETIC session: ``markets`` generated markets that trade for ``duration_ms`` and
+    resolve; ``volatility`` and ``edge_lead_steps`` default to the generator's."""
+    knobs: dict[str, Any] = {}
+    if volatility is not None:
+        knobs["volatility"] = volatility
+    if edge_lead_steps is not None:
+        knobs["edge_lead_steps"] = edge_lead_steps
+    config = SyntheticMarketConfig(
+        seed=seed, markets=markets, duration_ms=duration_ms, edge_strength=edge_strength, **knobs
+    )
     return SyntheticMarketFeed(config)

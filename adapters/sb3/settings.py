@@ -15,12 +15,18 @@ VECTORISATIONS = ("in-process", "subprocess")
 
 ALGORITHMS = ("ppo", "a2c")
 
-# Chosen with benchmarks/train.py on 2 cores: the environment dominates (about half the time),
-# then the policy's forward pass during rollouts, which the 16 copies share (one forward pass
-# serves 16 steps; 32 or 64 copies halve that cost but measured no faster end to end within the
-# noise, and 32 x 128-step rollouts learned the planted edge worse than 16 x 256 in the learning
-# test); 4096-step rollouts in 1024-sample minibatches for 4 epochs keep the gradient phase under
-# a fifth of the run. A small network: the observation is a few dozen numbers.
+# Chosen with benchmarks/train.py and the learning test (tests/application/test_learning.py,
+# 100k timesteps, held-out return over seeds 0-2) on 2 cores. More copies with shorter rollouts
+# run faster -- every vectorised step pays a fixed cost (the policy's forward pass, normalisation,
+# the rollout buffer) shared by the copies -- but learn less per timestep (shorter rollouts lean
+# on a value function still being learnt):
+#   16 x 256-step rollouts:  ~6-7k timesteps/s, +8.8 to +11.0 $/held-out market
+#   64 x 64:                 ~9-12k timesteps/s, +2.5 to +4.8
+#   128 x 32:                ~13k timesteps/s,   -5.7 to +4.6
+# so the default keeps 16 x 256: the best return per second of training too (19 s for about +9;
+# 64 x 64 given 200k timesteps, ~25 s, still reached only -0.8 to +7.1). 4096-step
+# rollouts in 1024-sample minibatches for 4 epochs keep the gradient phase under a fifth of the
+# run. A small network: the observation is a few dozen numbers.
 DEFAULT_HYPERPARAMETERS: dict[str, dict[str, Any]] = {
     "ppo": {
         "learning_rate": 3e-4,

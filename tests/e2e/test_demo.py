@@ -140,3 +140,20 @@ def test_the_cli_demo_then_train_and_evaluate_on_its_sessions(tmp_path):
 
     missing = kalshiflow("train", "--sessions", "99", data_dir=tmp_path)
     assert missing.returncode == 2 and "cannot train" in missing.stderr
+
+
+def test_the_cli_demo_on_planted_edge_markets_records_them_with_the_learning_tests_knobs(tmp_path):
+    demo = kalshiflow(
+        "demo", "--planted-edge", "--sessions", "2", "--held-out", "1", "--minutes", "1", "--timesteps", "256",
+        data_dir=tmp_path,
+    )
+    assert demo.returncode == 0, demo.stderr
+    assert (
+        "Recording 2 SYNTHETIC sessions (2 generated markets, 1 min each; "
+        "edge_strength=0.9, volatility=0.1, edge_lead_steps=100)" in demo.stdout
+    ), demo.stdout
+    assert re.search(r"^ppo v1\s+[-+]\d+\.\d\d", demo.stdout, re.MULTILINE), demo.stdout
+    assert "Saved demo-planted-edge v1" in demo.stdout
+
+    refused = kalshiflow("demo", "--planted-edge", "--edge", "1.5", data_dir=tmp_path)
+    assert refused.returncode == 2 and "edge_strength must lie in [0, 1)" in refused.stderr
