@@ -13,18 +13,20 @@ book as it is then).
 2. the legal actions (:meth:`domain.actions.ActionDecoder.legal_actions`, with the cash not
    promised to the other markets' resting orders) and the policy's choice (an illegal choice
    holds, as in the environment);
-3. the order it decodes to (:meth:`~domain.actions.ActionDecoder.decode`). At most one order
-   rests per market: HOLD or the same order (side, price, remaining size) leaves the resting
-   one alone; a different one replaces it (cancel, then create). A new order first passes
-   :func:`domain.risk.check_order`;
-4. the decision, and the order it sent, are recorded (``rl_trading_actions``) through a bounded
-   queue (:mod:`application.actor_records`): the decision path never waits for the database.
+3. the order it decodes to (:meth:`~domain.actions.ActionDecoder.decode`), carried out by the
+   :class:`~application.actor_orders.OrderDesk`. At most one order rests per market: HOLD or
+   the same order (side, price, remaining size) leaves the resting one alone; a different one
+   replaces it (cancel, then create). A new order first passes :func:`domain.risk.check_order`;
+4. the decision, and the order it sent, are recorded (``rl_trading_actions``), numbered within
+   the market's episode (:mod:`application.actor_episodes`), through a bounded queue
+   (:mod:`application.actor_records`): the decision path never waits for the database.
 
 **The account.** Fills come from the gateway's fill stream and are booked once each into the
 actor's :class:`~application.actor_account.TradingAccount`. Positions, cash and open orders are
-read from the exchange at start (orders left by an earlier run are cancelled first) and every
-``reconcile_interval_s``; a difference seen twice in a row (once could be a fill still on its
-way) is logged and the exchange's number adopted. Fills the exchange lists at start are the
+read from the exchange at start (orders left by an earlier run are cancelled first) and
+reconciled with it every ``reconcile_interval_s`` (:mod:`application.actor_reconciliation`); a
+difference seen twice in a row (once could be a fill still on its way) is logged and the
+exchange's number adopted. Fills the exchange lists at start are the
 opening balance's; the stream is reconciled from a day back, so neither a skewed clock nor the
 local exchange's market time can hide a fill from it.
 
@@ -50,127 +52,37 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import hashlib
 import itertools
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 import numpy as np
 
 from application.actor_account import Mismatch, TradingAccount
+from application.actor_config import ActorConfig, ActorCounters, ActorState, MarketRows
+from application.actor_episodes import MarketEpisodes
+from application.actor_orders import OrderDesk
 from application.actor_policies import ModelSource, TradingModel, check_contract_size
-from application.actor_records import ActionRecord, EpisodeEnd, EpisodeKey, RecordQueue, TradingRecord
+from application.actor_reconciliation import Reconciliation
+from application.actor_records import EpisodeKey, RecordQueue, TradingRecord
 from application.book_state import SharedBookState
 from domain.actions import cash_required
 from domain.features import ObservationBuilder
 from domain.events import PublicTrade
-from domain.gateway_errors import ExchangeUnavailable, GatewayError, OrderNotFound, OrderRejected
+from domain.gateway_errors import GatewayError
 from domain.market_tape import mark_prices
 from domain.orderbook import OrderBook
-from domain.orders import Fill, Order, OrderRequest, OrderSide
-from domain.ports import Clock, EpisodeResult, MarketCatalog, MarketInfo, OrderGateway, TradingAction
-from domain.risk import DailyLoss, MarketThrottle, RiskLimits, check_account, check_order
+from domain.orders import Fill, Order, OrderSide
+from domain.ports import Clock, MarketCatalog, MarketInfo, OrderGateway, TradingAction
+from domain.risk import DailyLoss, MarketThrottle, check_account
 from domain.values import ONE_DOLLAR, format_count, format_money, format_price
 
 log = logging.getLogger(__name__)
 
-CANCEL_ATTEMPTS = 3  # a halt tries this many times to cancel what is open before giving up loudly
 OPENING_LOOKBACK_MS = 86_400_000  # fills of the last day before start belong to the opening balance
-
-
-class ActorState(enum.Enum):
-    STARTING = "starting"
-    RUNNING = "running"
-    HALTED = "halted"  # a risk limit or the kill switch: no more orders, the account still tracked
-    STOPPED = "stopped"
-    FAILED = "failed"
-
-
-class MarketRows(Protocol):
-    """The market block of a live observation: the same features training computed from tapes."""
-
-    def market_row(self, ticker: str, now_ms: int) -> np.ndarray | None:
-        """``MARKET_FEATURE_COUNT`` floats for ``ticker`` now, or None when there is not enough
-        to build them (no book yet, no close time)."""
-        ...
-
-    def set_close(self, ticker: str, close_ms: int) -> None:
-        """When trading in ``ticker`` closes: the time-left features count down to it."""
-        ...
-
-    def record_trade(self, trade: PublicTrade) -> None:
-        """A public trade, in feed order (the trade-flow features)."""
-        ...
-
-
-@attrs.frozen
-class ActorConfig:
-    tickers: tuple[str, ...] = attrs.field(converter=tuple)
-    contract_size: int  # whole contracts per order (RL_ACTOR_CONTRACT_SIZE); the model must match
-    limits: RiskLimits
-    throttle_ms: int = 250
-    reconcile_interval_s: float = 10.0
-    reload_interval_s: float = 5.0
-    client_order_prefix: str = "kfrl"
-    cancel_on_stop: bool = True  # leave nothing resting when the process stops
-
-    def __attrs_post_init__(self) -> None:
-        if not self.tickers:
-            raise ValueError("the actor needs at least one market ticker to trade (RL_MARKET_TICKERS)")
-        if self.reconcile_interval_s <= 0 or self.reload_interval_s <= 0:
-            raise ValueError("reconcile_interval_s and reload_interval_s must be > 0")
-
-
-@attrs.define
-class ActorCounters:
-    book_updates: int = 0
-    coalesced: int = 0  # updates folded into a decision already waiting (throttle, busy)
-    decisions: int = 0
-    illegal_choices: int = 0  # the policy chose a masked action: held instead
-    skipped: int = 0  # a decision due on a book out of sequence, or without a market row
-    orders_placed: int = 0
-    orders_replaced: int = 0  # placed in place of a resting one
-    orders_kept: int = 0  # the decision was the order already resting
-    orders_cancelled: int = 0
-    orders_blocked: int = 0  # refused by the pre-trade risk check
-    orders_rejected: int = 0  # refused by the exchange
-    orders_unknown: int = 0  # the exchange did not answer: settled by the next reconciliation
-    markets_closed: int = 0  # markets whose trading closed while the actor ran
-    public_trades: int = 0  # the feed's trades handed to the observations
-    fills: int = 0
-    duplicate_fills: int = 0
-    reconciliations: int = 0
-    mismatches_adopted: int = 0
-    settlements: int = 0  # resolved markets whose positions were booked as paid out
-    reloads: int = 0
-    reload_failures: int = 0
-    errors: int = 0
-
-
-@attrs.define(eq=False)
-class _WorkingOrder:
-    order: Order  # as the exchange acknowledged it
-    placed_ms: int
-    booked: int = 0  # count units booked from the fill stream
-
-    @property
-    def remaining(self) -> int:
-        if not self.order.status.is_open:
-            return 0
-        return self.order.count - max(self.order.filled, self.booked)
-
-
-@attrs.define
-class _Episode:
-    key: EpisodeKey
-    started_ms: int
-    steps: int = 0
-    trades: int = 0
-    start_realized: int = 0
-    start_fees: int = 0
 
 
 class PaperTradingActor:
@@ -207,7 +119,7 @@ class PaperTradingActor:
         self._model: TradingModel | None = None
         self._builder: ObservationBuilder | None = None
         self._generation = 0  # the actor's model generation (episode keys)
-        self._episodes: dict[str, _Episode] = {}
+        self._episodes = MarketEpisodes(records)
         self._throttle = MarketThrottle(config.throttle_ms)
         self._daily = DailyLoss()
         self._daily_loss = 0
@@ -215,16 +127,20 @@ class PaperTradingActor:
         self._live: dict[str, OrderBook] = {}
         self._pending: dict[str, None] = {}  # markets whose book changed: an ordered set
         self._wakeup = asyncio.Event()
+        # A model is swapped between two decisions, never during one (a decision awaits the
+        # exchange): its action is recorded in the episode of the model that chose it.
+        self._deciding = asyncio.Lock()
         self._reconcile_now = asyncio.Event()
         self._stop = asyncio.Event()
-        self._lock = asyncio.Lock()  # one order operation at a time: decisions, halts, order syncs
-        self._working: dict[str, _WorkingOrder] = {}
-        self._by_order_id: dict[str, str] = {}  # order id -> ticker, while working
-        self._booked_early: dict[str, int] = {}  # order id -> count filled before its create returned
-        self._creating = False  # a create request is awaiting its answer
-        self._unanswered: set[str] = set()  # client order ids of creates that got no answer
+        self._orders = OrderDesk(
+            gateway=gateway, limits=config.limits, tickers=self._tickers, counters=self.counters,
+            halted=lambda: self.halt_reason is not None, on_unanswered=self._reconcile_now.set,
+        )  # fmt: skip
+        self._reconciliation = Reconciliation(
+            gateway=gateway, markets=markets, orders=self._orders, counters=self.counters,
+            on_settled=self._closed.add,
+        )  # fmt: skip
         self._marks: dict[str, int] = {}
-        self._unconfirmed: set[Mismatch] = set()
         self._client_ids: Callable[[], str] = lambda: ""
         self._started_ms = 0
         self._fills_since = 0
@@ -251,10 +167,7 @@ class PaperTradingActor:
         """Load the model, clear what an earlier run left resting, read the account, listen."""
         model = await self._models.load()
         check_contract_size(model, self.config.contract_size)
-        leftovers = await self._gateway.open_orders()
-        if leftovers:
-            log.warning("actor: cancelling %d orders left open by an earlier run", len(leftovers))
-            await self._cancel_ids([order.order_id for order in leftovers])
+        await self._orders.cancel_leftovers()
         self._started_ms = self._clock.now_ms()
         # Fills are streamed from a day back, on the exchange's clock as much as ours (a skewed
         # clock, or the local exchange's market time, must not hide a fill from the REST
@@ -324,8 +237,7 @@ class PaperTradingActor:
                     await task
             if self.config.cancel_on_stop and self.state is not ActorState.FAILED:
                 with contextlib.suppress(Exception):
-                    async with self._lock:
-                        await self._cancel_all()
+                    await self._orders.cancel_all()
             await self._finish_episodes()
             await self._records.drain(timeout_s=10.0)
             tasks[4].cancel()
@@ -351,8 +263,7 @@ class PaperTradingActor:
             log.error("actor: halting trading: %s", reason)
         if self.state in (ActorState.RUNNING, ActorState.STARTING):
             self.state = ActorState.HALTED
-        async with self._lock:
-            return await self._cancel_all()
+        return await self._orders.cancel_all()
 
     # -- the feed side: never blocks ---------------------------------------------------------
     def record_trade(self, trade: PublicTrade) -> None:
@@ -405,7 +316,8 @@ class PaperTradingActor:
                 decided_at = self._clock.now_ms()
                 self._throttle.record(ticker, decided_at)
                 try:
-                    await self.decide(ticker, decided_at)
+                    async with self._deciding:
+                        await self.decide(ticker, decided_at)
                 except Exception:  # a bug or a surprise on one decision must not end trading
                     self.counters.errors += 1
                     log.exception("actor: the decision on %s failed", ticker)
@@ -413,7 +325,7 @@ class PaperTradingActor:
     async def decide(self, ticker: str, now: int | None = None) -> TradingAction | None:
         """One decision on ``ticker`` at ``now`` (default: the clock's time; see the module
         docstring); returns what was recorded, or None when no decision could be made."""
-        model, builder, account = self._model, self._builder, self.account
+        model, builder, account, generation = self._model, self._builder, self.account, self._generation
         assert model is not None and builder is not None and account is not None
         book = self._live.get(ticker)
         if now is None:
@@ -429,7 +341,7 @@ class PaperTradingActor:
         yes_bid, yes_ask = book.yes_bid, book.yes_ask
         mark = self._mark(ticker, yes_bid, yes_ask)
         position = account.quantity(ticker)
-        working = self._working.get(ticker)
+        working = self._orders.by_market.get(ticker)
         observation = builder.observe(
             row, mark, position, account.cost_basis(ticker), account.market_value(ticker, mark), account.cash,
             None if working is None else working.order.side is OrderSide.BID,
@@ -451,12 +363,12 @@ class PaperTradingActor:
                 client_order_id=self._client_ids(),
             )  # fmt: skip
         self.counters.decisions += 1
-        sent = await self._execute(ticker, request, working, position, now)
+        sent = await self._orders.execute(ticker, request, position, now)
         sent_id = None if sent is None else sent.client_order_id
-        if sent is None and request is not None and request.client_order_id in self._unanswered:
+        if sent is None and request is not None and self._orders.was_unanswered(request.client_order_id):
             sent_id = request.client_order_id  # placed or not, nobody knows: its decision names it
         action = TradingAction(
-            step_number=0,  # numbered per episode in _record
+            step_number=0,  # numbered within its episode when recorded
             timestamp_ms=now,
             action_type=model.decoder.action_names[chosen] if 0 <= chosen < len(mask) else f"INVALID_{chosen}",
             position_before=position,
@@ -469,89 +381,16 @@ class PaperTradingActor:
             client_order_id=sent_id,
             observation_digest=hashlib.blake2b(observation.tobytes(), digest_size=16).hexdigest(),
         )
-        recorded = await self._record(ticker, action, now)
+        key = EpisodeKey(model.model_id, ticker, generation)
+        recorded = await self._episodes.record(key, action, account, self._marks)
         self._check_risk()
         return recorded
-
-    async def _execute(
-        self, ticker: str, request: OrderRequest | None, working: _WorkingOrder | None, position: int, now: int
-    ) -> Order | None:
-        """Carry out a decision's order; returns the order sent, if one was."""
-        if request is None:
-            return None
-        if (
-            working is not None
-            and working.order.side is request.side
-            and working.order.price == request.price
-            and working.remaining == request.count
-        ):
-            self.counters.orders_kept += 1
-            return None
-        others = sum(1 for other in self._working if other != ticker)
-        refusal = check_order(
-            self.config.limits, ticker=ticker, side=request.side, count=request.count, position=position,
-            other_open_orders=others,
-        )  # fmt: skip
-        if refusal is not None:
-            self.counters.orders_blocked += 1
-            log.warning("actor: order not sent: %s", refusal)
-            return None
-        async with self._lock:
-            if self.halt_reason is not None:
-                return None
-            working = self._working.get(ticker)
-            if working is not None:
-                await self._cancel_working(ticker, working)
-            if self.halt_reason is not None:
-                return None
-            self._creating = True
-            try:
-                order = await self._gateway.create_order(request)
-            except OrderRejected as error:
-                self.counters.orders_rejected += 1
-                log.warning("actor: %s refused %s: %s", ticker, request.client_order_id, error)
-                return None
-            except ExchangeUnavailable as error:
-                # Sent or not, nobody knows: the next reconciliation reads the open orders.
-                self.counters.orders_unknown += 1
-                self._unanswered.add(request.client_order_id)
-                log.warning("actor: no answer placing %s on %s: %s", request.client_order_id, ticker, error)
-                self._reconcile_now.set()
-                return None
-            finally:
-                self._creating = False
-            self.counters.orders_placed += 1
-            if working is not None:
-                self.counters.orders_replaced += 1
-            self._track(order, now)
-            self._booked_early.clear()
-            return order
-
-    def _track(self, order: Order, placed_ms: int) -> None:
-        entry = _WorkingOrder(order, placed_ms)
-        entry.booked = self._booked_early.pop(order.order_id, 0)
-        if entry.remaining > 0:
-            self._working[order.ticker] = entry
-            self._by_order_id[order.order_id] = order.ticker
-
-    def _forget(self, ticker: str) -> None:
-        entry = self._working.pop(ticker, None)
-        if entry is not None:
-            self._by_order_id.pop(entry.order.order_id, None)
-
-    async def _cancel_working(self, ticker: str, working: _WorkingOrder) -> None:
-        try:
-            await self._gateway.cancel_order(working.order.order_id)
-            self.counters.orders_cancelled += 1
-        except OrderNotFound:
-            pass  # filled or cancelled already: its fills come on the stream
-        self._forget(ticker)
 
     def _buying_power(self, ticker: str, model: TradingModel) -> int:
         """Cash, less what the other markets' resting orders could take if they filled."""
         assert self.account is not None
         promised = 0
-        for other, entry in self._working.items():
+        for other, entry in self._orders.by_market.items():
             if other != ticker and entry.remaining > 0:
                 order = entry.order
                 promised += cash_required(
@@ -567,40 +406,11 @@ class PaperTradingActor:
         self._marks[ticker] = mark
         return mark
 
-    # -- records ---------------------------------------------------------------------------------
-    async def _record(self, ticker: str, action: TradingAction, now: int) -> TradingAction:
-        assert self._model is not None and self.account is not None
-        episode = self._episodes.get(ticker)
-        key = EpisodeKey(self._model.model_id, ticker, self._generation)
-        if episode is None or episode.key != key:
-            if episode is not None:
-                await self._finish_episode(episode, now)
-            position = self.account.ledger.position(ticker)
-            episode = self._episodes[ticker] = _Episode(key, now, start_realized=position.realized_pnl,
-                                                         start_fees=position.fees_paid)  # fmt: skip
-        episode.steps += 1
-        numbered = attrs.evolve(action, step_number=episode.steps)
-        await self._records.put(ActionRecord(key, episode.started_ms, numbered))
-        return numbered
-
-    async def _finish_episode(self, episode: _Episode, now: int) -> None:
-        assert self.account is not None
-        position = self.account.ledger.position(episode.key.ticker)
-        mark = self._marks.get(episode.key.ticker)
-        unrealized = position.unrealized_pnl(mark) if mark is not None else 0
-        result = EpisodeResult(
-            ended_ms=now,
-            step_count=episode.steps,
-            trade_count=episode.trades,
-            total_pnl=position.realized_pnl - episode.start_realized + unrealized,
-            fees_paid=position.fees_paid - episode.start_fees,
-        )
-        await self._records.put(EpisodeEnd(episode.key, result))
-
+    # -- episodes --------------------------------------------------------------------------------
     async def _finish_episodes(self) -> None:
-        now = self._clock.now_ms()
-        for ticker in list(self._episodes):
-            await self._finish_episode(self._episodes.pop(ticker), now)
+        """End every market's episode now (the actor stops, or a new model takes over)."""
+        assert self.account is not None
+        await self._episodes.finish_all(self._clock.now_ms(), self.account, self._marks)
 
     # -- fills -----------------------------------------------------------------------------------
     async def _fill_loop(self) -> None:
@@ -616,18 +426,8 @@ class PaperTradingActor:
             self.counters.duplicate_fills += 1
             return False
         self.counters.fills += 1
-        episode = self._episodes.get(fill.ticker)
-        if episode is not None:
-            episode.trades += 1
-        ticker = self._by_order_id.get(fill.order_id)
-        if ticker is not None:
-            entry = self._working[ticker]
-            entry.booked += fill.count
-            if entry.remaining <= 0:
-                self._forget(ticker)
-        elif self._creating:
-            # A fill can outrun the answer to the create request that caused it.
-            self._booked_early[fill.order_id] = self._booked_early.get(fill.order_id, 0) + fill.count
+        self._episodes.count_trade(fill.ticker)
+        self._orders.book_fill(fill)
         self._check_risk()
         return True
 
@@ -641,7 +441,7 @@ class PaperTradingActor:
         breach = check_account(
             self.config.limits,
             positions=self.account.positions(),
-            open_orders=len(self._working),
+            open_orders=len(self._orders.by_market),
             daily_loss=self._daily_loss,
         )
         if breach is not None:
@@ -680,8 +480,9 @@ class PaperTradingActor:
             log.error("actor: keeping %s; the new model cannot be used: %s", self._model and self._model.label, error)
             return False
         previous = self._model
-        await self._finish_episodes()
-        self._use_model(model)
+        async with self._deciding:
+            await self._finish_episodes()
+            self._use_model(model)
         self.counters.reloads += 1
         log.info("actor: now trading with %s (was %s)", model.label, previous and previous.label)
         return True
@@ -700,104 +501,15 @@ class PaperTradingActor:
                 log.warning("actor: reconciliation failed, trying again later: %s", error)
 
     async def reconcile(self, *, adopt_at_once: bool = False) -> list[Mismatch]:
-        """Compare the account and the open orders with the exchange's; adopt the exchange's
-        numbers where they differ twice in a row (at once with ``adopt_at_once``). Returns the
-        mismatches adopted."""
+        """Compare the account and the open orders with the exchange's
+        (:mod:`application.actor_reconciliation`); adopt the exchange's numbers where they differ
+        twice in a row (at once with ``adopt_at_once``). Returns the mismatches adopted."""
         assert self.account is not None
-        async with self._lock:
-            await self._sync_orders()
-        for correction in self._gateway.fee_corrections():
-            self.account.apply_fee_correction(correction)
-        positions = await self._gateway.positions()
-        await self._book_settlements(positions)
-        balance = await self._gateway.balance()
-        mismatches = self.account.differences(positions, balance)
-        adopted = mismatches if adopt_at_once else [item for item in mismatches if item in self._unconfirmed]
-        self._unconfirmed = set(mismatches) - set(adopted)
-        self.counters.reconciliations += 1
+        adopted = await self._reconciliation.reconcile(self.account, adopt_at_once=adopt_at_once)
         if adopted:
-            log.warning(
-                "actor: the exchange differs from the local account; adopting the exchange's numbers: %s",
-                "; ".join(item.describe() for item in adopted),
-            )
-            self.account.adopt(adopted)
-            self.counters.mismatches_adopted += len(adopted)
             self.last_mismatches = adopted
         self._check_risk()
         return adopted
-
-    async def _book_settlements(self, exchange_positions: dict[str, int]) -> None:
-        """Book the payout of every market we hold that the exchange no longer holds because it
-        has resolved (its ``result``, from the market catalog): an explicit settlement in the
-        account, logged -- not a difference adopted from the exchange."""
-        assert self.account is not None
-        for ticker, quantity in self.account.positions().items():
-            if ticker in exchange_positions or ticker in self.account.settled:
-                continue
-            try:
-                info = await self._markets.market(ticker)
-            except GatewayError as error:
-                log.warning("actor: cannot ask whether %s has resolved: %s", ticker, error)
-                continue
-            if info.result is None:
-                continue  # not resolved: a plain difference, for the reconciliation to judge
-            payout = self.account.settle(ticker, info.result)
-            self._closed.add(ticker)
-            self.counters.settlements += 1
-            log.warning(
-                "actor: %s resolved %s; booked the settlement of %s contracts: $%s paid out",
-                ticker, info.result.name, format_count(quantity), format_money(payout, 4),
-            )  # fmt: skip
-
-    async def _sync_orders(self) -> None:
-        """Hold the exchange's open orders as the truth: forget ours it no longer has, adopt the
-        ones it has that we lost (an unanswered create), one per market; cancel any extra."""
-        open_orders = await self._gateway.open_orders()
-        listed = {order.order_id for order in open_orders}
-        for ticker, entry in list(self._working.items()):
-            if entry.order.order_id not in listed:
-                self._forget(ticker)
-        extras = []
-        for order in sorted(open_orders, key=lambda order: order.created_ms, reverse=True):
-            known = self._by_order_id.get(order.order_id)
-            if known is not None:
-                self._working[known].order = order
-            elif order.ticker in self._tickers and order.ticker not in self._working and self.halt_reason is None:
-                self._track(order, order.created_ms)
-            else:
-                extras.append(order.order_id)
-        if extras:
-            log.warning("actor: cancelling %d open orders beyond one per market", len(extras))
-            await self._cancel_ids(extras)
-
-    # -- cancelling ------------------------------------------------------------------------------
-    async def _cancel_all(self) -> int:
-        """Cancel every order the exchange lists as open (ours or lost), with retries."""
-        for attempt in range(1, CANCEL_ATTEMPTS + 1):
-            try:
-                open_orders = await self._gateway.open_orders()
-                cancelled = await self._cancel_ids([order.order_id for order in open_orders])
-            except ExchangeUnavailable as error:
-                log.error("actor: cancelling open orders failed (attempt %d): %s", attempt, error)
-                await asyncio.sleep(0.5 * attempt)
-                continue
-            self._working.clear()
-            self._by_order_id.clear()
-            return cancelled
-        self.counters.errors += 1
-        log.critical("actor: could not cancel the open orders after %d attempts: cancel them by hand", CANCEL_ATTEMPTS)
-        return 0
-
-    async def _cancel_ids(self, order_ids: Sequence[str]) -> int:
-        if not order_ids:
-            return 0
-        results = await self._gateway.cancel_orders(order_ids)
-        cancelled = sum(1 for result in results if isinstance(result, Order))
-        self.counters.orders_cancelled += cancelled
-        for result in results:
-            if isinstance(result, OrderRejected) and not isinstance(result, OrderNotFound):
-                log.warning("actor: a cancel was refused: %s", result)
-        return cancelled
 
     # -- reads -----------------------------------------------------------------------------------
     def booked_fills(self) -> list[dict[str, Any]]:
@@ -822,7 +534,7 @@ class PaperTradingActor:
 
     def open_orders(self) -> dict[str, Order]:
         """The order resting in each market, as the actor knows it."""
-        return {ticker: entry.order for ticker, entry in self._working.items()}
+        return self._orders.open_orders()
 
     def status(self) -> dict[str, Any]:
         """For ``/rl/health`` and ``/rl/status``: plain JSON values."""
@@ -848,7 +560,7 @@ class PaperTradingActor:
             "counters": attrs.asdict(self.counters),
             "open_orders": {
                 ticker: {"side": entry.order.side.value, "price": entry.order.price, "remaining": entry.remaining}
-                for ticker, entry in self._working.items()
+                for ticker, entry in self._orders.by_market.items()
             },
             "daily_loss_dollars": format_money(self._daily_loss),
             "records": attrs.asdict(self._records.stats()),

@@ -34,7 +34,8 @@ from typing import Any
 
 import attrs
 
-from application.acting import ActorConfig, PaperTradingActor
+from application.acting import PaperTradingActor
+from application.actor_config import ActorConfig
 from application.actor_observations import LiveMarketRows
 from application.actor_policies import (
     FixedModelSource,

@@ -17,7 +17,8 @@ import attrs
 import numpy as np
 import pytest
 
-from application.acting import ActorConfig, ActorState, PaperTradingActor
+from application.acting import PaperTradingActor
+from application.actor_config import ActorConfig, ActorState
 from application.actor_policies import (
     ContractSizeMismatch,
     FixedModelSource,
@@ -556,6 +557,31 @@ async def test_hot_reload_swaps_the_policy_without_touching_orders(make_harness)
     for episode in h.records.episodes.values():
         by_model.setdefault(episode.model_id, []).append(episode)
     assert set(by_model) == {1, 2} and all(e.is_finished for e in h.records.episodes.values())
+
+
+async def test_a_reload_waits_for_the_decision_in_flight_which_stays_the_old_models(make_harness):
+    class SlowExchange(FakeExchange):
+        answer = asyncio.Event()
+
+        async def create_order(self, request):
+            await self.answer.wait()  # the exchange takes its time answering
+            return await super().create_order(request)
+
+    exchange = SlowExchange()
+    source = MutableModelSource(trading_model(ScriptedPolicy(always(Action.BUY_YES)), model_id=1))
+    h = make_harness(source, exchange=exchange)
+    await h.start()
+    h.books.apply(snapshot("A", 4000, 5500))
+    await settle(lambda: h.actor.counters.decisions == 1)  # chosen; the create is out
+    source.publish(trading_model(ScriptedPolicy(always(Action.HOLD)), model_id=2))
+    await asyncio.sleep(0.1)  # several reload intervals
+    assert h.actor.model.model_id == 1 and h.actor.counters.reloads == 0  # not mid-decision
+    exchange.answer.set()
+    await settle(lambda: h.actor.counters.reloads == 1)
+    await h.stop()
+    [episode] = [e for e in h.records.episodes.values() if e.model_id == 1]
+    [action] = h.records.actions[episode.episode_id]
+    assert action.action_type == "BUY_YES" and action.order_id is not None
 
 
 async def test_a_reloaded_model_of_another_contract_size_is_refused(make_harness):
