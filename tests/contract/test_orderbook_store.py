@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 
@@ -80,13 +79,10 @@ async def test_a_large_batch_round_trips_in_order(storage):
         if i % 1_000 == 999:
             events.append(PublicTrade(A, i, f"t-{i}", yes_price=4000, count=100, taker_side=Side.NO, seq=i + 1))
 
-    started = time.perf_counter()
     assert await store.write_events(session_id, events) == len(events)
     back = await store.read_events(session_id)
-    elapsed = time.perf_counter() - started
 
     assert back == events
-    assert elapsed < 10, f"{len(events)} events took {elapsed:.1f} s to write and read"
     info = await store.get_session(session_id)
     assert (info.snapshots, info.deltas, info.trades) == (1, 20_000, 20)
 
