@@ -112,9 +112,8 @@ class DemoConfig:
             raise ValueError(f"edge_strength must lie in [0, 1), got {self.edge_strength!r}")
         if self.volatility is not None and not self.volatility >= 0:
             raise ValueError(f"volatility must be >= 0, got {self.volatility!r}")
-        if self.edge_lead_steps is not None and (
-            isinstance(self.edge_lead_steps, bool) or not isinstance(self.edge_lead_steps, int) or self.edge_lead_steps < 1
-        ):
+        lead = self.edge_lead_steps
+        if lead is not None and (isinstance(lead, bool) or not isinstance(lead, int) or lead < 1):
             raise ValueError(f"edge_lead_steps must be an integer >= 1, got {self.edge_lead_steps!r}")
 
 

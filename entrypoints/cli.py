@@ -634,7 +634,9 @@ async def train_model(args: argparse.Namespace, settings: Settings, container: C
 
 async def demo_command(args: argparse.Namespace, settings: Settings, container: Container) -> int:
     try:
-        fields = ("sessions", "held_out_sessions", "markets_per_session", "session_minutes", "total_timesteps", "edge_strength")
+        fields = (
+            "sessions", "held_out_sessions", "markets_per_session", "session_minutes", "total_timesteps", "edge_strength"
+        )  # fmt: skip
         given = {field: getattr(args, field) for field in fields if getattr(args, field) is not None}
         config = (DemoConfig.planted_edge if args.planted_edge else DemoConfig)(seed=args.seed, **given)
     except ValueError as error:
