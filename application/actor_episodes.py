@@ -30,6 +30,8 @@ class _Episode:
 
 
 class MarketEpisodes:
+    """The open episode of each market, and the record queue its decisions and ends go to."""
+
     def __init__(self, records: RecordQueue[TradingRecord]) -> None:
         self._records = records
         self._open: dict[str, _Episode] = {}
@@ -51,8 +53,8 @@ class MarketEpisodes:
             if episode is not None:
                 await self._finish(episode, now, account, marks)
             position = account.ledger.position(key.ticker)
-            episode = self._open[key.ticker] = _Episode(key, now, start_realized=position.realized_pnl,
-                                                        start_fees=position.fees_paid)  # fmt: skip
+            episode = _Episode(key, now, start_realized=position.realized_pnl, start_fees=position.fees_paid)
+            self._open[key.ticker] = episode
         episode.steps += 1
         numbered = attrs.evolve(action, step_number=episode.steps)
         await self._records.put(ActionRecord(key, episode.started_ms, numbered))
