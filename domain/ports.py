@@ -463,7 +463,9 @@ TRADING_MODES = ("training", "evaluation", "paper")
 @attrs.frozen
 class EpisodeResult:
     """How an episode ended. Money in micro-dollars; returns, Sharpe ratio and drawdown are
-    statistics (fractions of the starting value), hence floats."""
+    statistics (fractions of the starting value), hence floats. ``total_pnl`` is what the episode
+    made net of fees: the change in value (cash plus positions at their mark) from its start to
+    its end, in replay and in paper trading alike."""
 
     ended_ms: int
     step_count: int

@@ -149,15 +149,16 @@ class FakeExchange:
         return MarketInfo(ticker, self.close_ms, self.close_ms, "finalized" if result else "active", result)
 
     # -- test controls ----------------------------------------------------------------------
-    def fill(self, order_id: str, count: int | None = None, *, stream: bool = True) -> Fill:
+    def fill(self, order_id: str, count: int | None = None, *, stream: bool = True, taker: bool = False) -> Fill:
         """Fill a resting order at its price (all of what is left by default); ``stream=False``
-        books it without telling the streams (a fill lost in transit)."""
+        books it without telling the streams (a fill lost in transit); ``taker`` charges the
+        taker fee (makers pay none on standard markets)."""
         order = self.orders[order_id]
         count = order.remaining if count is None else count
         order.record_fill(count)
-        fee = FEES.fee(count, order.price, is_taker=False)
+        fee = FEES.fee(count, order.price, is_taker=taker)
         fill = Fill(f"fill-{next(self._fill_ids)}", order_id, order.ticker, order.side, order.price, count, fee,
-                    False, self.now_ms)  # fmt: skip
+                    taker, self.now_ms)  # fmt: skip
         self.ledger.apply_fill(fill)
         self.all_fills.append(fill)
         if stream:
@@ -582,6 +583,32 @@ async def test_a_reload_waits_for_the_decision_in_flight_which_stays_the_old_mod
     [episode] = [e for e in h.records.episodes.values() if e.model_id == 1]
     [action] = h.records.actions[episode.episode_id]
     assert action.action_type == "BUY_YES" and action.order_id is not None
+
+
+async def test_episodes_split_the_markets_pnl_net_of_fees_without_gap_or_overlap(make_harness):
+    choices = iter([Action.BUY_YES])
+    source = MutableModelSource(trading_model(ScriptedPolicy(lambda _o: next(choices, Action.HOLD)), model_id=1))
+    h = make_harness(source)
+    await h.start()
+    h.books.apply(snapshot("A", 4000, 5500))  # bid 0.40, ask 0.45: a passive buy of 10 at 0.40
+    await settle(lambda: len(h.exchange.resting("A")) == 1)
+    fill = h.exchange.fill(h.exchange.resting("A")[0].order_id, taker=True)  # a fee to account for
+    await settle(lambda: h.actor.counters.fills == 1)
+    h.books.apply(snapshot("A", 4600, 4800, seq=2))  # mark 0.49
+    await settle(lambda: h.actor.counters.decisions == 2)
+    source.publish(trading_model(ScriptedPolicy(always(Action.HOLD)), model_id=2))
+    await settle(lambda: h.actor.counters.reloads == 1)
+    h.books.apply(snapshot("A", 5000, 4600, seq=3))  # mark 0.52, under the new model
+    await settle(lambda: h.actor.counters.decisions == 3)
+    await h.stop()
+
+    results = {e.model_id: e.result for e in h.records.episodes.values()}
+    contracts = TEN // ONE_CONTRACT
+    dollars = MONEY_SCALE // ONE_DOLLAR  # micro-dollars per price unit and contract
+    assert results[1].total_pnl == (4900 - 4000) * contracts * dollars - fill.fee
+    assert results[1].fees_paid == fill.fee > 0
+    assert results[2].total_pnl == (5200 - 4900) * contracts * dollars and results[2].fees_paid == 0
+    assert results[1].total_pnl + results[2].total_pnl == (5200 - 4000) * contracts * dollars - fill.fee
 
 
 async def test_a_reloaded_model_of_another_contract_size_is_refused(make_harness):
