@@ -195,6 +195,8 @@ async def run_demo(
         settings={"environment": dict(environment_settings or {})},
     )
     say(f"Saved {training.record.name} v{training.record.version} to {training.path}")
+    if training.chart is not None:
+        say(f"Training curve: {training.chart}")
 
     # The model is evaluated as saved: loading it back proves the file is usable.
     model_policy = trainer.load_policy(str(training.path))

@@ -41,6 +41,7 @@ class TrainingResult:
     path: Path
     markets: int  # market tapes trained on
     steps_per_pass: int  # agent decisions in one pass over them
+    chart: Path | None = None  # the training curve (PNG), when training reported one
 
 
 async def train_agent(
@@ -147,11 +148,59 @@ async def train_on_tapes(
         await registry.update(record.model_id, status="failed")
         raise
     record = await registry.update(record.model_id, metrics={**dict(record.metrics), "training": dict(agent.metrics)})
+    chart = None
+    if agent.metrics.get("training_curve") or agent.metrics.get("evaluations"):
+        chart = await asyncio.to_thread(
+            write_training_chart, agent.metrics, Path(record.training_chart), title=f"{name} v{record.version}"
+        )
     return TrainingResult(
         record=record,
         agent=agent,
         path=path,
         markets=len(tapes),
         steps_per_pass=sum(tape.steps - 1 for tape in tapes),
+        chart=chart,
     )
+
+
+def write_training_chart(metrics: Mapping[str, Any], path: Path, *, title: str) -> Path:
+    """The training curve as a PNG: mean episode reward per rollout (``training_curve``) and,
+    when the run evaluated periodically, the held-out evaluations (``evaluations``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(9, 4.5), dpi=110)
+    try:
+        curve = metrics.get("training_curve") or ()
+        if curve:
+            axes.plot(
+                [point["timesteps"] for point in curve],
+                [point["mean_episode_reward"] for point in curve],
+                label="training episodes (mean per rollout)",
+                linewidth=1.2,
+            )
+        evaluations = metrics.get("evaluations") or ()
+        if evaluations:
+            axes.plot(
+                [point["timesteps"] for point in evaluations],
+                [point["mean_reward"] for point in evaluations],
+                marker="o",
+                label="evaluation (deterministic)",
+                linewidth=1.2,
+            )
+        axes.axhline(0.0, color="grey", linewidth=0.6)
+        axes.set_title(f"Training curve, {title}")
+        axes.set_xlabel("timesteps")
+        axes.set_ylabel("mean episode reward")
+        axes.legend(loc="best")
+        axes.grid(alpha=0.3)
+        figure.tight_layout()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path, format="png")
+    finally:
+        pyplot.close(figure)
+    return path
 

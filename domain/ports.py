@@ -171,6 +171,11 @@ class ModelRecord:
         """Where training keeps this version's periodic checkpoints (see :func:`checkpoint_dir_for`)."""
         return checkpoint_dir_for(self.path)
 
+    @property
+    def training_chart(self) -> str:
+        """Where training drew this version's training curve (see :func:`training_chart_for`)."""
+        return training_chart_for(self.path)
+
 
 MODEL_STATUSES = ("training", "active", "retired", "failed")
 # What retention may delete: versions no one uses. A version still "training" may be a run in
@@ -179,9 +184,15 @@ PRUNABLE_STATUSES = ("retired", "failed")
 
 
 def checkpoint_dir_for(model_path: str) -> str:
-    """A version's files are its model file and this directory beside it (checkpoints written
-    during training), so the registry can delete both when it prunes the version."""
+    """A version's files are its model file, this directory beside it (checkpoints written
+    during training) and its training curve (:func:`training_chart_for`), so the registry can
+    delete them all when it prunes the version."""
     return model_path.removesuffix(".zip") + ".checkpoints"
+
+
+def training_chart_for(model_path: str) -> str:
+    """The PNG of a version's training curve, beside its model file."""
+    return model_path.removesuffix(".zip") + "-training.png"
 
 
 class ModelNotFound(LookupError):

@@ -629,6 +629,8 @@ async def train_model(args: argparse.Namespace, settings: Settings, container: C
     )
     for evaluation in training.get("evaluations", ()):
         print(f"  evaluation at {evaluation['timesteps']:>9,} timesteps: mean episode reward {evaluation['mean_reward']:+.3f}")
+    if result.chart is not None:
+        print(f"Training curve: {result.chart}")
     return 0
 
 

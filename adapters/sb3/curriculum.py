@@ -13,11 +13,9 @@ curriculum run is as reproducible as any other.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
-import attrs
 import gymnasium as gym
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback

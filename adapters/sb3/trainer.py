@@ -11,7 +11,9 @@ What one run does, in order:
   as HOLD, as the environment treats it);
 * optionally a curriculum (easier markets first, :mod:`adapters.sb3.curriculum`), TensorBoard
   logs, periodic checkpoints (model files, loadable as policies) and periodic evaluation on the
-  held-out tapes (mean episode reward, logged and returned as metrics).
+  held-out tapes (mean episode reward, logged and returned as metrics);
+* always, the training curve (:class:`TrainingCurve`: mean episode reward per rollout), returned
+  in the metrics as ``training_curve`` (the application plots it).
 
 Same seed, same tapes, same settings -> the same weights, bit for bit, on one machine (tested):
 every source of randomness (torch, numpy, the environments, the curriculum's draws) is seeded
@@ -23,11 +25,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import attrs
 import gymnasium as gym
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 from adapters.sb3.curriculum import CurriculumCallback, CurriculumEnv, easiest_first, tape_difficulty
 from adapters.sb3.model_file import ModelMetadata, ObservationNormalizer, load_model, save_model
 from adapters.sb3.policy import Sb3Agent, Sb3Policy
-from adapters.sb3.settings import ALGORITHMS, DEFAULT_HYPERPARAMETERS, Curriculum, TrainingOptions
+from adapters.sb3.settings import TrainingOptions
 from adapters.sb3.vec_env import vectorised
 from domain.market_tape import MarketTape
 
@@ -86,7 +87,8 @@ class Sb3Trainer:
         tapes = easiest_first(tapes) if curriculum is not None else list(tapes)
         start_pool = curriculum.pool_size(len(tapes), 0.0) if curriculum is not None else 0
         environments = self._environments(tapes, options.n_envs, seed=seed, start_pool=start_pool)
-        callbacks: list[BaseCallback] = []
+        curve = TrainingCurve()
+        callbacks: list[BaseCallback] = [curve]
         evaluations: EvalCallback | None = None
         try:
             model = self._model(environments, seed)
@@ -200,6 +202,9 @@ class Sb3Trainer:
             "timesteps_per_s": round(model.num_timesteps / seconds, 1) if seconds > 0 else None,
             "recent_episode_reward_mean": float(np.mean(episodes)) if episodes else None,
         }
+        for callback in callbacks:
+            if isinstance(callback, TrainingCurve):
+                metrics["training_curve"] = callback.points
         if evaluations is not None and isinstance(evaluations.callback, EvaluationLog) and evaluations.callback.log:
             metrics["evaluations"] = evaluations.callback.log
             metrics["best_eval_mean_reward"] = float(evaluations.best_mean_reward)
@@ -242,6 +247,35 @@ class CheckpointCallback(BaseCallback):
             save_model(self.model, path, self.metadata(self.model))
             self.saved.append(path)
         return True
+
+
+class TrainingCurve(BaseCallback):
+    """The training curve: after each rollout, the mean reward and count of the episodes that
+    ended in it (``VecMonitor`` marks them in the step infos). One point per rollout keeps it
+    small however long the run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.points: list[dict[str, float]] = []
+        self._rewards: list[float] = []
+
+    def _on_step(self) -> bool:
+        for info in self.locals.get("infos", ()):
+            episode = info.get("episode")
+            if episode is not None:
+                self._rewards.append(float(episode["r"]))
+        return True
+
+    def _on_rollout_end(self) -> None:
+        if self._rewards:
+            self.points.append(
+                {
+                    "timesteps": int(self.num_timesteps),
+                    "mean_episode_reward": float(np.mean(self._rewards)),
+                    "episodes": len(self._rewards),
+                }
+            )
+            self._rewards = []
 
 
 class EvaluationLog(BaseCallback):

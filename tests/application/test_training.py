@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import attrs
 import pytest
 
@@ -100,6 +102,27 @@ async def test_trains_saves_and_registers_with_what_it_takes_to_repeat_the_run(t
     assert record.hyperparameters["replay"] == {"step_ms": 1000, "depth_levels": 10}
     assert record.metrics == {"training": {"timesteps_per_s": 9000.0}} == result.record.metrics
     assert result.markets == 1 and result.steps_per_pass == 3
+
+
+async def test_the_training_curve_is_drawn_beside_the_model_file(tmp_path):
+    class CurveAgent(FakeAgent):
+        metrics = {
+            "training_curve": [{"timesteps": t, "mean_episode_reward": t / 1000, "episodes": 2} for t in (64, 128)],
+            "evaluations": [{"timesteps": 128, "mean_reward": 0.5}],
+        }
+
+    class CurveTrainer(FakeTrainer):
+        def train(self, *args, **kwargs):
+            super().train(*args, **kwargs)
+            return CurveAgent()
+
+    registry = FakeRegistry()
+    result = await train_on_tapes(
+        tapes(), registry=registry, trainer=CurveTrainer(), clock=FakeClock(), session_ids=[4], name="m",
+        total_timesteps=128, seed=0, models_dir=tmp_path, replay=ReplayConfig(),
+    )  # fmt: skip
+    assert result.chart == tmp_path / f"{result.path.stem}-training.png" == Path(result.record.training_chart)
+    assert result.chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 async def test_held_out_tapes_go_to_the_trainer_for_periodic_evaluation(tmp_path):

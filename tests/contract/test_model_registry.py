@@ -265,6 +265,9 @@ async def registered_with_files(registry, tmp_path, name, status, created_ms):
     checkpoints.mkdir()
     (checkpoints / "step_1000.zip").write_bytes(b"checkpoint")
     assert record.checkpoint_dir == str(checkpoints)
+    chart = tmp_path / f"{name}-{created_ms}-training.png"
+    chart.write_bytes(b"png")
+    assert record.training_chart == str(chart)
     return record
 
 
@@ -287,6 +290,7 @@ async def test_prune_keeps_the_newest_retired_or_failed_versions_of_each_name_an
         gone = record.version in (1, 2, 4)
         assert Path(record.path).exists() is not gone
         assert Path(record.checkpoint_dir).exists() is not gone
+        assert Path(record.training_chart).exists() is not gone
     assert all(Path(record.path).exists() for record in other)
     with pytest.raises(ModelNotFound):
         await registry.get(book[0].model_id)

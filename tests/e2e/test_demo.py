@@ -130,6 +130,8 @@ def test_the_cli_demo_then_train_and_evaluate_on_its_sessions(tmp_path):
     train = kalshiflow("train", "--sessions", "1", "--timesteps", "128", "--name", "again", data_dir=tmp_path)
     assert train.returncode == 0, train.stderr
     model_id = re.search(r"registered model (\d+)", train.stdout).group(1)
+    curve = Path(re.search(r"^Training curve: (.+)$", train.stdout, re.MULTILINE).group(1))
+    assert curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     chart = tmp_path / "eval.png"
     evaluate = kalshiflow("evaluate", model_id, "--sessions", "2", "--chart", str(chart), data_dir=tmp_path)
     assert evaluate.returncode == 0, evaluate.stderr

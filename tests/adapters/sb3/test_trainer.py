@@ -133,6 +133,18 @@ def test_checkpoints_and_evaluations_happen_periodically(tapes, make_tapes, tmp_
     assert all(np.isfinite(evaluation["mean_reward"]) for evaluation in agent.metrics["evaluations"])
 
 
+def test_the_training_curve_has_a_point_per_rollout_that_ended_episodes(tapes):
+    agent = trainer().train(tapes, total_timesteps=512, seed=2)  # 2 copies x 32 steps a rollout
+
+    curve = agent.metrics["training_curve"]
+    assert curve, "two-minute markets end episodes within 512 timesteps"
+    timesteps = [point["timesteps"] for point in curve]
+    assert timesteps == sorted(set(timesteps)) and all(t % 64 == 0 and t <= 512 for t in timesteps)
+    assert all(point["episodes"] >= 1 and np.isfinite(point["mean_episode_reward"]) for point in curve)
+    # Every episode that ended is in exactly one point (the monitor's buffer keeps the last 100).
+    assert sum(point["episodes"] for point in curve) == len(agent.model.ep_info_buffer)
+
+
 def test_tensorboard_logs_are_written_under_the_run_name(tapes, tmp_path):
     trainer(tensorboard_dir=str(tmp_path / "tb")).train(tapes, total_timesteps=128, seed=0, run_name="book-v3")
 
