@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -55,6 +54,7 @@ from entrypoints.actor_command import add_actor_command
 from entrypoints.arguments import non_negative_int, positive_int
 from entrypoints.exchange_command import add_exchange_command
 from entrypoints.fill_validation_command import add_fill_validation_command
+from entrypoints.model_report import describe_model, model_json
 from entrypoints.ingestion import (
     IngestionUnavailable,
     LiveIngestion,
@@ -362,8 +362,13 @@ def add_models_commands(commands: argparse._SubParsersAction) -> None:
     listing = actions.add_parser("list", help="one line per model version", description="Every model version.")
     listing.add_argument("--name", help="only versions of this model name")
     listing.set_defaults(run=list_models)
-    show = actions.add_parser("show", help="one model version in detail", description="One model version in detail.")
+    show = actions.add_parser(
+        "show",
+        help="one model version in detail",
+        description="One model version in detail: settings, training, held-out results, promotion.",
+    )
     show.add_argument("model_id", type=int, metavar="ID", help="model id, from `models list`")
+    show.add_argument("--json", action="store_true", help="the whole record as one JSON object")
     show.set_defaults(run=show_model)
     promote = actions.add_parser(
         "promote",
@@ -411,7 +416,7 @@ async def show_model(args: argparse.Namespace, settings: Settings, container: Co
     registry = container.model_registry()
     async with _opened(settings, registry):
         model = await _get_model(registry, args.model_id, settings)
-    print(_describe_model(model))
+    print(model_json(model) if args.json else describe_model(model))
     return 0
 
 
@@ -441,20 +446,6 @@ async def _get_model(registry: ModelRegistry, model_id: int, settings: Settings)
         raise CommandFailed(
             f"no model with id {model_id} in {settings.store_description}; `{PROG} models list` shows them"
         ) from None
-
-
-def _describe_model(model: ModelRecord) -> str:
-    return "\n".join(
-        [
-            f"Model {model.model_id}: {model.name} v{model.version}",
-            f"  algorithm        {model.algorithm}",
-            f"  status           {model.status}",
-            f"  created          {_utc(model.created_ms)} UTC",
-            f"  path             {model.path}",
-            f"  hyperparameters  {json.dumps(dict(model.hyperparameters), sort_keys=True, default=str)}",
-            f"  metrics          {json.dumps(dict(model.metrics), sort_keys=True, default=str)}",
-        ]
-    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from dependency_injector import providers
 
@@ -158,7 +160,11 @@ def test_models_promote_then_show(settings, container, fake_registry, two_versio
     assert run(["models", "show", "2"], settings, container) == 0
     out = capsys.readouterr().out
     assert out.startswith("Model 2: ppo-book v2\n  algorithm        PPO\n  status           active\n")
-    assert '  hyperparameters  {"lr": 0.0003}\n' in out
+    assert "  hyperparameters\n    lr  0.0003\n" in out
+
+    assert run(["models", "show", "2", "--json"], settings, container) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert (record["model_id"], record["status"], record["hyperparameters"]) == (2, "active", {"lr": 0.0003})
 
 
 @pytest.mark.parametrize("action", ["show", "promote"])
