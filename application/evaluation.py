@@ -41,6 +41,7 @@ import attrs
 import numpy as np
 
 from application.baselines import DoNothingPolicy, PositionAwarePolicy, RandomPolicy, SpreadCapturingMarketMaker
+from application.charts import line_chart
 from application.replay import ReplayConfig, load_tapes
 from domain.actions import ActionDecoder
 from domain.market_tape import MarketTape
@@ -535,29 +536,14 @@ def format_table(
 
 
 def write_equity_chart(evaluations: Sequence[PolicyEvaluation], path: Path, *, title: str) -> Path:
-    """Each policy's equity curve in one PNG (matplotlib, headless)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(figsize=(9, 4.5), dpi=110)
-    try:
+    """Each policy's equity curve in one PNG."""
+    path = Path(path)
+    with line_chart(
+        path, title=title, xlabel="step (held-out episodes end to end)", ylabel="cumulative P&L ($)"
+    ) as axes:
         for evaluation in evaluations:
             curve = (0.0, *evaluation.equity)
             axes.plot(range(len(curve)), curve, label=evaluation.name, linewidth=1.2)
-        axes.axhline(0.0, color="grey", linewidth=0.6)
-        axes.set_title(title)
-        axes.set_xlabel("step (held-out episodes end to end)")
-        axes.set_ylabel("cumulative P&L ($)")
-        axes.legend(loc="best")
-        axes.grid(alpha=0.3)
-        figure.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, format="png")
-    finally:
-        pyplot.close(figure)
     return path
 
 

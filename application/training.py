@@ -17,6 +17,7 @@ from typing import Any
 
 import attrs
 
+from application.charts import line_chart
 from application.replay import ReplayConfig, load_tapes
 from domain.market_tape import MarketTape
 from domain.ports import (
@@ -166,13 +167,8 @@ async def train_on_tapes(
 def write_training_chart(metrics: Mapping[str, Any], path: Path, *, title: str) -> Path:
     """The training curve as a PNG: mean episode reward per rollout (``training_curve``) and,
     when the run evaluated periodically, the held-out evaluations (``evaluations``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot
-
-    figure, axes = pyplot.subplots(figsize=(9, 4.5), dpi=110)
-    try:
+    path = Path(path)
+    with line_chart(path, title=f"Training curve, {title}", xlabel="timesteps", ylabel="mean episode reward") as axes:
         curve = metrics.get("training_curve") or ()
         if curve:
             axes.plot(
@@ -190,17 +186,4 @@ def write_training_chart(metrics: Mapping[str, Any], path: Path, *, title: str) 
                 label="evaluation (deterministic)",
                 linewidth=1.2,
             )
-        axes.axhline(0.0, color="grey", linewidth=0.6)
-        axes.set_title(f"Training curve, {title}")
-        axes.set_xlabel("timesteps")
-        axes.set_ylabel("mean episode reward")
-        axes.legend(loc="best")
-        axes.grid(alpha=0.3)
-        figure.tight_layout()
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        figure.savefig(path, format="png")
-    finally:
-        pyplot.close(figure)
     return path
-

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -54,7 +53,7 @@ from entrypoints.actor_command import add_actor_command
 from entrypoints.arguments import non_negative_int, positive_int
 from entrypoints.exchange_command import add_exchange_command
 from entrypoints.fill_validation_command import add_fill_validation_command
-from entrypoints.model_report import describe_model, model_json
+from entrypoints.model_report import describe_model, model_json, utc_text
 from entrypoints.ingestion import (
     IngestionUnavailable,
     LiveIngestion,
@@ -279,8 +278,8 @@ async def list_sessions(args: argparse.Namespace, settings: Settings, container:
                     session.session_id,
                     _abbreviate(session.tickers),
                     session.source,
-                    _utc(session.started_ms),
-                    _utc(session.ended_ms) if session.ended_ms is not None else "recording",
+                    utc_text(session.started_ms),
+                    utc_text(session.ended_ms) if session.ended_ms is not None else "recording",
                     session.snapshots,
                     session.deltas,
                     session.trades,
@@ -329,11 +328,11 @@ def _describe_session(session: SessionInfo) -> str:
     if session.ended_ms is None:
         ended, duration = "still recording (or stopped without ending)", "-"
     else:
-        ended, duration = f"{_utc(session.ended_ms)} UTC", _duration(session.ended_ms - session.started_ms)
+        ended, duration = f"{utc_text(session.ended_ms)} UTC", _duration(session.ended_ms - session.started_ms)
     lines = [
         f"Session {session.session_id}",
         f"  source       {session.source}",
-        f"  started      {_utc(session.started_ms)} UTC",
+        f"  started      {utc_text(session.started_ms)} UTC",
         f"  ended        {ended}",
         f"  duration     {duration}",
         f"  events       {session.snapshots + session.deltas + session.trades + len(session.resolutions)}",
@@ -403,7 +402,7 @@ async def list_models(args: argparse.Namespace, settings: Settings, container: C
         _table(
             ("ID", "NAME", "VERSION", "ALGORITHM", "STATUS", "CREATED (UTC)", "PATH"),
             [
-                (m.model_id, m.name, m.version, m.algorithm, m.status, _utc(m.created_ms), m.path)
+                (m.model_id, m.name, m.version, m.algorithm, m.status, utc_text(m.created_ms), m.path)
                 for m in models
             ],
             right_aligned={0, 2},
@@ -772,11 +771,6 @@ def _layer_sizes(text: str) -> list[int]:
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"layer sizes must be at least 1, got {text!r}")
     return sizes
-
-
-def _utc(ms: int) -> str:
-    moment = dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc)
-    return moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _duration(ms: int) -> str:

@@ -22,7 +22,7 @@ def describe_model(model: ModelRecord) -> str:
         f"Model {model.model_id}: {model.name} v{model.version}",
         f"  algorithm        {model.algorithm}",
         f"  status           {model.status}",
-        f"  created          {_utc(model.created_ms)} UTC",
+        f"  created          {utc_text(model.created_ms)} UTC",
         f"  path             {model.path}",
     ]
     if Path(model.training_chart).exists():
@@ -126,5 +126,6 @@ def _money(value: Any, *, signed: bool = True) -> str:
     return f"{value:+,.2f}" if signed else f"{value:,.2f}"
 
 
-def _utc(ms: int) -> str:
+def utc_text(ms: int) -> str:
+    """Epoch milliseconds as ``YYYY-MM-DD HH:MM:SS`` (UTC), as the commands print times."""
     return dt.datetime.fromtimestamp(ms / 1000, tz=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
