@@ -37,11 +37,13 @@ from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+from stable_baselines3.common.policies import BasePolicy
 from stable_baselines3.common.vec_env import VecEnv, VecMonitor, VecNormalize
 
 from adapters.sb3.curriculum import CurriculumCallback, CurriculumEnv, easiest_first, tape_difficulty
 from adapters.sb3.model_file import ModelMetadata, ObservationNormalizer, load_model, save_model
 from adapters.sb3.policy import Sb3Agent, Sb3Policy
+from adapters.sb3.rollout_policy import FastActorCriticPolicy, FastMaskablePolicy
 from adapters.sb3.settings import TrainingOptions
 from adapters.sb3.vec_env import vectorised
 from domain.market_tape import MarketTape
@@ -144,14 +146,16 @@ class Sb3Trainer:
         options = self.options
         settings = options.settings
         net_arch = list(settings.pop("net_arch"))
+        policy: type[BasePolicy] = FastActorCriticPolicy
         if options.algorithm == "a2c":
             algorithm: type[BaseAlgorithm] = A2C
         else:
             algorithm = MaskablePPO if options.masked else PPO
+            policy = FastMaskablePolicy if options.masked else FastActorCriticPolicy
             # A minibatch larger than the rollout would be the rollout anyway; say so up front.
             settings["batch_size"] = min(settings["batch_size"], settings["n_steps"] * options.n_envs)
         return algorithm(
-            "MlpPolicy",
+            policy,
             environments,
             seed=seed,
             device="cpu",
