@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from adapters.sb3 import Sb3Trainer, TrainingOptions
+from adapters.sb3.settings import VECTORISATIONS
 from entrypoints.learning import EnvironmentSettings
 from env_step import make_tapes  # run as a script (make bench): this directory is on the path
 
@@ -82,7 +83,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--algorithm", choices=["ppo", "a2c"], default="ppo")
     parser.add_argument("--n-envs", type=int, default=None)
-    parser.add_argument("--vectorisation", choices=["in-process", "subprocess"], default=None)
+    parser.add_argument("--vectorisation", choices=VECTORISATIONS, default=None)
     parser.add_argument("--no-masks", action="store_true")
     parser.add_argument("--no-normalize", action="store_true")
     parser.add_argument("--torch-threads", type=int, default=None)

@@ -488,7 +488,13 @@ def add_learning_commands(commands: argparse._SubParsersAction) -> None:
         default="in-process",
         help="where the copies run; in-process is faster on small machines (default)",
     )
-    speed.add_argument("--torch-threads", type=positive_int, default=1, metavar="N", help="default 1")
+    speed.add_argument(
+        "--torch-threads",
+        type=positive_int,
+        default=TrainingOptions().torch_threads,
+        metavar="N",
+        help=f"threads for the gradient phase (default {TrainingOptions().torch_threads})",
+    )
     for flag, key, kind, text in (
         ("--n-steps", "n_steps", positive_int, "steps per copy per rollout"),
         ("--batch-size", "batch_size", positive_int, "minibatch size (PPO)"),

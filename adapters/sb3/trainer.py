@@ -17,8 +17,8 @@ What one run does, in order:
 
 Same seed, same tapes, same settings -> the same weights, bit for bit, on one machine (tested):
 every source of randomness (torch, numpy, the environments, the curriculum's draws) is seeded
-from the run's seed, and torch runs on ``torch_threads`` threads (1 by default: on a 2-core
-machine shared with the environment, a second thread slows training down; see the benchmark).
+from the run's seed, and torch runs on ``torch_threads`` threads (2 by default; rollouts use
+numpy, :mod:`adapters.sb3.rollout_policy`, so torch's threads serve the gradient phase alone).
 """
 
 from __future__ import annotations

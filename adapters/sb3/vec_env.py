@@ -4,8 +4,11 @@ Measured on the 2-core machine (``benchmarks/train.py``, masked PPO, shared and 
 copies, in-process ~1,100 timesteps/s against ~530 in 2 worker processes (the workers' per-step
 pickling and wake-ups cost more than the environment step, and ``action_masks()`` costs each
 worker a second round trip per step); with 16 copies, ~3,600 against ~400 (16 processes on 2
-cores). So ``in-process`` is the default; ``subprocess`` stays an option for machines with
-cores to spare.
+cores). Splitting the copies in two -- half here, half in one worker stepped at the same time,
+one message each way per step with the arrays sent as raw bytes -- measured no faster either
+(10-14k environment steps/s both ways over 16 copies, session 4): the two hand-offs per step
+cost what the overlap saves on this virtual machine. So ``in-process`` is the default;
+``subprocess`` stays an option for machines with cores to spare.
 
 :class:`InProcessVecEnv` is ``DummyVecEnv`` without its per-step ``deepcopy`` of the info dicts
 (a tenth of a training step's time here): ``OrderbookEnv`` builds a new info dict every step, so
