@@ -45,7 +45,7 @@ from adapters.sb3.model_file import ModelMetadata, ObservationNormalizer, load_m
 from adapters.sb3.policy import Sb3Agent, Sb3Policy
 from adapters.sb3.rollout_policy import FastActorCriticPolicy, FastMaskablePolicy
 from adapters.sb3.settings import TrainingOptions
-from adapters.sb3.vec_env import vectorised
+from adapters.sb3.vec_env import ObservationNormalize, vectorised
 from domain.market_tape import MarketTape
 
 EnvFactory = Callable[[Sequence[MarketTape]], gym.Env]
@@ -138,7 +138,7 @@ class Sb3Trainer:
 
         environments: VecEnv = VecMonitor(vectorised([factory] * copies, self.options.vectorisation))
         if self.options.normalize_observations:
-            environments = VecNormalize(environments, norm_obs=True, norm_reward=False)
+            environments = ObservationNormalize(environments)
         environments.seed(seed)
         return environments
 
@@ -179,7 +179,7 @@ class Sb3Trainer:
         options = self.options
         environment: VecEnv = VecMonitor(vectorised([lambda: self.make_env(tapes)], "in-process"))
         if options.normalize_observations:
-            environment = VecNormalize(environment, training=False, norm_obs=True, norm_reward=False)
+            environment = ObservationNormalize(environment, training=False)
         environment.seed(seed + 1_000_003)  # its own episodes, not the first training copy's
         callback_class = MaskableEvalCallback if options.masked else EvalCallback
         return callback_class(

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from stable_baselines3.common.vec_env import DummyVecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from adapters.sb3.curriculum import Curriculum, CurriculumEnv, easiest_first, tape_difficulty
-from adapters.sb3.vec_env import InProcessVecEnv, vectorised
+from adapters.sb3.vec_env import InProcessVecEnv, ObservationNormalize, vectorised
 from entrypoints.learning import EnvironmentSettings
 
 
@@ -37,6 +37,41 @@ def test_in_process_steps_exactly_as_dummy_vec_env(tapes):
                 np.testing.assert_array_equal(info["terminal_observation"], reference_info["terminal_observation"])
         episodes_ended += int(dones.sum())
     assert episodes_ended > 0
+
+
+@pytest.mark.parametrize("copies", [3, 16])
+def test_observation_normalize_is_vec_normalize_bit_for_bit(tapes, copies):
+    settings = EnvironmentSettings()
+    factories = [lambda: settings.make_environment(tapes)] * copies
+    ours = ObservationNormalize(InProcessVecEnv(factories))
+    reference = VecNormalize(InProcessVecEnv(factories), norm_obs=True, norm_reward=False)
+    ours.seed(7)
+    reference.seed(7)
+    np.testing.assert_array_equal(ours.reset(), reference.reset())
+    rng = np.random.default_rng(1)
+    terminal = 0
+    for _ in range(300):  # past the two-minute episodes' ends: terminal observations included
+        masks = np.stack(ours.env_method("action_masks"))
+        actions = np.array([rng.choice(np.flatnonzero(mask)) for mask in masks])
+        observations, rewards, dones, infos = ours.step(actions)
+        expected = reference.step(actions)
+        np.testing.assert_array_equal(observations, expected[0])
+        np.testing.assert_array_equal(rewards, expected[1])
+        for info, reference_info in zip(infos, expected[3]):
+            if "terminal_observation" in info:
+                terminal += 1
+                np.testing.assert_array_equal(info["terminal_observation"], reference_info["terminal_observation"])
+    assert terminal > 0
+    np.testing.assert_array_equal(ours.obs_rms.mean, reference.obs_rms.mean)
+    np.testing.assert_array_equal(ours.obs_rms.var, reference.obs_rms.var)
+    assert ours.obs_rms.count == reference.obs_rms.count
+    # Evaluation's copy reads the statistics without moving them.
+    frozen = ObservationNormalize(InProcessVecEnv(factories), training=False)
+    frozen.obs_rms = ours.obs_rms.copy()
+    frozen.seed(7)
+    frozen.reset()
+    frozen.step(np.zeros(copies, dtype=np.int64))
+    np.testing.assert_array_equal(frozen.obs_rms.mean, ours.obs_rms.mean)
 
 
 def test_an_unknown_vectorisation_is_refused():
