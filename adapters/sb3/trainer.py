@@ -160,7 +160,9 @@ class Sb3Trainer:
             seed=seed,
             device="cpu",
             verbose=0,
-            policy_kwargs={"net_arch": net_arch},
+            # Adam's fused CPU kernel: one call per step instead of a dozen small ops per tensor
+            # (Adam was ~10% of the gradient phase).
+            policy_kwargs={"net_arch": net_arch, "optimizer_kwargs": {"fused": True}},
             tensorboard_log=options.tensorboard_dir,
             **settings,
         )
