@@ -20,11 +20,11 @@ ALGORITHMS = ("ppo", "a2c")
 # run faster -- every vectorised step pays a fixed cost (the policy's forward pass, normalisation,
 # the rollout buffer) shared by the copies -- but learn less per timestep (shorter rollouts lean
 # on a value function still being learnt):
-#   16 x 256-step rollouts:  ~6-7k timesteps/s, +8.8 to +11.0 $/held-out market
-#   64 x 64:                 ~9-12k timesteps/s, +2.5 to +4.8
-#   128 x 32:                ~13k timesteps/s,   -5.7 to +4.6
-# so the default keeps 16 x 256: the best return per second of training too (19 s for about +9;
-# 64 x 64 given 200k timesteps, ~25 s, still reached only -0.8 to +7.1). 4096-step
+#   16 x 256-step rollouts:  ~8-9k timesteps/s,  +5.4 to +10.8 $/held-out market (11-18 s)
+#   64 x 64:                 ~11k timesteps/s,   +2.1 to +4.8 (11-14 s)
+#   128 x 32:                ~13k timesteps/s,   -5.7 to +4.6 (measured before the numpy rollouts)
+# so the default keeps 16 x 256: the best return per second of training too (64 x 64 given 200k
+# timesteps, ~25 s, still reached only -0.8 to +7.1, before the numpy rollouts). 4096-step
 # rollouts in 1024-sample minibatches for 4 epochs keep the gradient phase under a fifth of the
 # run. A small network: the observation is a few dozen numbers.
 DEFAULT_HYPERPARAMETERS: dict[str, dict[str, Any]] = {

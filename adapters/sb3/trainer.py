@@ -4,8 +4,11 @@ What one run does, in order:
 
 * ``n_envs`` copies of the environment (``vectorisation``: in this process by default, see
   :mod:`adapters.sb3.vec_env`), each seeded from the run's seed, with episode statistics
-  (``VecMonitor``) and observation normalisation (``VecNormalize``: running mean and variance,
-  saved into the model file and applied by the loaded policy exactly as in training);
+  (``VecMonitor``) and observation normalisation (``ObservationNormalize``, SB3's
+  ``VecNormalize`` made lean: running mean and variance, saved into the model file and applied
+  by the loaded policy exactly as in training);
+* the policy network of :mod:`adapters.sb3.rollout_policy`: SB3's MLP actor-critic, whose
+  rollout forward pass runs in numpy;
 * PPO from sb3-contrib's ``MaskablePPO`` when action masks are on (the agent never samples an
   action the environment would refuse), plain PPO or A2C otherwise (an illegal action then acts
   as HOLD, as the environment treats it);
