@@ -539,7 +539,7 @@ def add_learning_commands(commands: argparse._SubParsersAction) -> None:
         action="store_true",
         help=(
             "markets with a planted signal that pays for the spread and fees (the learning test's: "
-            "30 sessions of 2 five-minute markets, 100,000 steps), so the agent can learn; "
+            "30 sessions of 2 five-minute markets, 150,000 steps), so the agent can learn; "
             "the flags below still override"
         ),
     )
