@@ -4,7 +4,7 @@ the same way, at a fifth of the cost.
 Collecting a rollout calls the policy once per vectorised step on a handful of observations
 (16 x ~60 numbers). There torch's per-operation cost dominates: on this machine a ``tanh`` of a
 16 x 64 tensor takes ~7 us, a ``logsumexp`` ~19 us, and the masked forward pass (MLP, value,
-``Categorical`` built twice, sample, log-probability) ~460 us per call -- a third of a training
+``Categorical`` built twice, sample, log-probability) ~460 us per call -- a quarter of a training
 run (``benchmarks/train.py``). The same arithmetic in numpy, over views of the very parameters
 the optimiser updates in place, costs ~90 us with the module call around it.
 

@@ -39,15 +39,19 @@ def _torch_pass(policy, observations, masks):
         return distribution, policy.predict_values(observations)
 
 
-@pytest.mark.parametrize("cls", [FastActorCriticPolicy, FastMaskablePolicy])
-def test_values_and_log_probabilities_match_torch(cls):
+def _rollout_pass(cls, *, deterministic=False):
+    """A policy of ``cls``, a batch, the masks it takes (None: unmasked) and its rollout forward pass."""
     policy = _policy(cls)
     observations, masks = _batch()
     use_masks = masks if cls is FastMaskablePolicy else None
+    kwargs = {"action_masks": use_masks} if use_masks is not None else {}
     with torch.no_grad():
-        actions, values, log_probs = (
-            policy(observations, action_masks=use_masks) if use_masks is not None else policy(observations)
-        )
+        return policy, observations, use_masks, policy(observations, deterministic=deterministic, **kwargs)
+
+
+@pytest.mark.parametrize("cls", [FastActorCriticPolicy, FastMaskablePolicy])
+def test_values_and_log_probabilities_match_torch(cls):
+    policy, observations, use_masks, (actions, values, log_probs) = _rollout_pass(cls)
     distribution, expected_values = _torch_pass(policy, observations, use_masks)
     np.testing.assert_allclose(values.numpy(), expected_values.numpy(), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(log_probs.numpy(), distribution.log_prob(actions).numpy(), rtol=1e-4, atol=1e-4)
@@ -56,12 +60,7 @@ def test_values_and_log_probabilities_match_torch(cls):
 
 @pytest.mark.parametrize("cls", [FastActorCriticPolicy, FastMaskablePolicy])
 def test_deterministic_actions_are_torchs_most_likely_legal_action(cls):
-    policy = _policy(cls)
-    observations, masks = _batch()
-    use_masks = masks if cls is FastMaskablePolicy else None
-    with torch.no_grad():
-        kwargs = {"action_masks": use_masks} if use_masks is not None else {}
-        actions, _, _ = policy(observations, deterministic=True, **kwargs)
+    policy, observations, use_masks, (actions, _, _) = _rollout_pass(cls, deterministic=True)
     distribution, _ = _torch_pass(policy, observations, use_masks)
     np.testing.assert_array_equal(actions.numpy(), distribution.mode().numpy())
 
