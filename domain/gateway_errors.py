@@ -13,6 +13,12 @@ order creation, by client order id).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+_Item = TypeVar("_Item")
+_Result = TypeVar("_Result")
+
 
 class GatewayError(Exception):
     """Something an order gateway could not do. ``message`` is the venue's own text."""
@@ -89,3 +95,17 @@ class RateLimited(OrderRejected):
     def __init__(self, message: str, *, retry_after_s: float | None = None, **context: object) -> None:
         self.retry_after_s = retry_after_s
         super().__init__(message, **context)  # type: ignore[arg-type]
+
+
+async def one_at_a_time(
+    request: Callable[[_Item], Awaitable[_Result]], items: Sequence[_Item]
+) -> list[_Result | OrderRejected]:
+    """A batch carried out as single requests, in order: each one's result, or the refusal it
+    met -- what the port's batch calls return, for a gateway without a batched endpoint."""
+    results: list[_Result | OrderRejected] = []
+    for item in items:
+        try:
+            results.append(await request(item))
+        except OrderRejected as error:
+            results.append(error)
+    return results

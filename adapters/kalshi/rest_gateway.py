@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -163,35 +163,36 @@ class KalshiOrderGateway:
         return await self.get_order(new_id if isinstance(new_id, str) and new_id else order_id)
 
     async def create_orders(self, requests: Sequence[OrderRequest]) -> list[Order | OrderRejected]:
-        results: list[Order | OrderRejected] = []
-        for start in range(0, len(requests), BATCH_LIMIT):
-            chunk = requests[start : start + BATCH_LIMIT]
-            response = await self._client.send(
-                "POST",
-                BATCHED,
-                kind=RequestKind.WRITE,
-                json={"orders": [self._body(request) for request in chunk]},
-                items=len(chunk),
-            )
-            items = self._batch_items(response, len(chunk), not_found=MarketNotFound)
-            for request, item in zip(chunk, items):
-                results.append(await self._created(request, item, response))
-        return results
+        return await self._in_batches(
+            "POST", RequestKind.WRITE, requests, self._body, MarketNotFound, self._created
+        )
 
     async def cancel_orders(self, order_ids: Sequence[str]) -> list[Order | OrderRejected]:
+        return await self._in_batches(
+            "DELETE", RequestKind.CANCEL, order_ids, lambda order_id: {"order_id": order_id}, OrderNotFound,
+            self._batch_cancelled,
+        )  # fmt: skip
+
+    async def _in_batches(
+        self,
+        method: str,
+        kind: RequestKind,
+        items: Sequence[Any],
+        wire: Callable[[Any], Mapping[str, Any]],
+        not_found: type[GatewayError],
+        outcome: Callable[[Any, Any, Any], Awaitable[Order | OrderRejected]],
+    ) -> list[Order | OrderRejected]:
+        """``items`` sent ``BATCH_LIMIT`` at a time to the batched endpoint; ``outcome`` reads
+        each item's part of the reply."""
         results: list[Order | OrderRejected] = []
-        for start in range(0, len(order_ids), BATCH_LIMIT):
-            chunk = order_ids[start : start + BATCH_LIMIT]
+        for start in range(0, len(items), BATCH_LIMIT):
+            chunk = items[start : start + BATCH_LIMIT]
             response = await self._client.send(
-                "DELETE",
-                BATCHED,
-                kind=RequestKind.CANCEL,
-                json={"orders": [{"order_id": order_id} for order_id in chunk]},
-                items=len(chunk),
+                method, BATCHED, kind=kind, json={"orders": [wire(item) for item in chunk]}, items=len(chunk)
             )
-            items = self._batch_items(response, len(chunk), not_found=OrderNotFound)
-            for order_id, item in zip(chunk, items):
-                results.append(await self._batch_cancelled(order_id, item, response))
+            replies = self._batch_items(response, len(chunk), not_found=not_found)
+            for item, reply in zip(chunk, replies):
+                results.append(await outcome(item, reply, response))
         return results
 
     # -- reads -----------------------------------------------------------------------------------

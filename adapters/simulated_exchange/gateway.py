@@ -34,6 +34,7 @@ from domain.gateway_errors import (
     MarketNotFound,
     OrderNotFound,
     OrderRejected,
+    one_at_a_time,
     PostOnlyCross,
 )
 from domain.orders import FeeCorrection, Fill, Order, OrderRequest, OrderStatus
@@ -137,22 +138,10 @@ class SimulatedOrderGateway:
         return _copy(order)
 
     async def create_orders(self, requests: Sequence[OrderRequest]) -> list[Order | OrderRejected]:
-        results: list[Order | OrderRejected] = []
-        for request in requests:
-            try:
-                results.append(await self.create_order(request))
-            except OrderRejected as error:
-                results.append(error)
-        return results
+        return await one_at_a_time(self.create_order, requests)
 
     async def cancel_orders(self, order_ids: Sequence[str]) -> list[Order | OrderRejected]:
-        results: list[Order | OrderRejected] = []
-        for order_id in order_ids:
-            try:
-                results.append(await self.cancel_order(order_id))
-            except OrderRejected as error:
-                results.append(error)
-        return results
+        return await one_at_a_time(self.cancel_order, order_ids)
 
     # -- reads -----------------------------------------------------------------------------------
     async def get_order(self, order_id: str) -> Order:

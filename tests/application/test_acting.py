@@ -31,7 +31,7 @@ from domain.actions import Action, ActionConfig, ActionDecoder, PricingStrategy
 from domain.events import BookSnapshot, PublicTrade
 from domain.features import FEATURE_NAMES, MARKET_FEATURE_COUNT
 from domain.fees import FeeSchedule
-from domain.gateway_errors import DuplicateClientOrderId, ExchangeUnavailable, OrderNotFound, OrderRejected
+from domain.gateway_errors import DuplicateClientOrderId, ExchangeUnavailable, OrderNotFound, OrderRejected, one_at_a_time
 from domain.ledger import Ledger
 from domain.orders import FeeCorrection, Fill, Order, OrderRequest, OrderSide, OrderStatus
 from domain.ports import EpisodeResult, MarketInfo, TradingAction, TradingEpisode
@@ -92,22 +92,10 @@ class FakeExchange:
         return await self.create_order(request)
 
     async def create_orders(self, requests: Sequence[OrderRequest]) -> list[Order | OrderRejected]:
-        results: list[Order | OrderRejected] = []
-        for request in requests:
-            try:
-                results.append(await self.create_order(request))
-            except OrderRejected as error:
-                results.append(error)
-        return results
+        return await one_at_a_time(self.create_order, requests)
 
     async def cancel_orders(self, order_ids: Sequence[str]) -> list[Order | OrderRejected]:
-        results: list[Order | OrderRejected] = []
-        for order_id in order_ids:
-            try:
-                results.append(await self.cancel_order(order_id))
-            except OrderRejected as error:
-                results.append(error)
-        return results
+        return await one_at_a_time(self.cancel_order, order_ids)
 
     async def get_order(self, order_id: str) -> Order:
         if order_id not in self.orders:
