@@ -31,7 +31,13 @@ from domain.actions import Action, ActionConfig, ActionDecoder, PricingStrategy
 from domain.events import BookSnapshot, PublicTrade
 from domain.features import FEATURE_NAMES, MARKET_FEATURE_COUNT
 from domain.fees import FeeSchedule
-from domain.gateway_errors import DuplicateClientOrderId, ExchangeUnavailable, OrderNotFound, OrderRejected, one_at_a_time
+from domain.gateway_errors import (
+    DuplicateClientOrderId,
+    ExchangeUnavailable,
+    OrderNotFound,
+    OrderRejected,
+    one_at_a_time,
+)
 from domain.ledger import Ledger
 from domain.orders import FeeCorrection, Fill, Order, OrderRequest, OrderSide, OrderStatus
 from domain.ports import EpisodeResult, MarketInfo, TradingAction, TradingEpisode
