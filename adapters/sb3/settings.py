@@ -19,7 +19,8 @@ ALGORITHMS = ("ppo", "a2c")
 # 100k timesteps, held-out return over seeds 0-2) on 2 cores. More copies with shorter rollouts
 # run faster -- every vectorised step pays a fixed cost (the policy's forward pass, normalisation,
 # the rollout buffer) shared by the copies -- but learn less per timestep (shorter rollouts lean
-# on a value function still being learnt):
+# on a value function still being learnt). Rates measured while the machine was shared (16 x 256
+# reached ~12.5k on a quiet day):
 #   16 x 256-step rollouts:  ~8-9k timesteps/s,  +5.4 to +10.8 $/held-out market (11-18 s)
 #   64 x 64:                 ~11k timesteps/s,   +2.1 to +4.8 (11-14 s)
 #   128 x 32:                ~13k timesteps/s,   -5.7 to +4.6 (measured before the numpy rollouts)

@@ -27,7 +27,6 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnvStepReturn
 from adapters.sb3.settings import VECTORISATIONS
 
 
-
 class InProcessVecEnv(DummyVecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         infos = self.buf_infos
