@@ -48,6 +48,7 @@ import numpy as np
 from gymnasium import spaces
 
 from adapters.simulated_exchange import ExchangeConfig, ReplayedMarket, SimulatedExchange
+from adapters.simulated_exchange.compiled import CompiledExchange, CompiledMarket, supports
 from domain.actions import ActionConfig, ActionDecoder
 from domain.features import FEATURE_BOUND, OBSERVATION_SIZE, ObservationBuilder
 from domain.fees import FeeSchedule
@@ -66,17 +67,20 @@ class _TapeRows:
     than indexing numpy), built once per tape (:meth:`of`) and shared by its episodes and by
     every environment copy in the process: training runs 16 copies over the same tapes, and
     building these costs ~30 ms a tape. Read-only once built (each episode's exchange keeps its
-    own cursors), and holding no reference to the tape, so the cache lets a dropped tape go."""
+    own cursors), and holding no reference to the tape, so the cache lets a dropped tape go. The
+    exchange's view of the market is built the first time an episode asks for it: the compiled
+    one (:class:`CompiledMarket`) or the reference one (:class:`ReplayedMarket`)."""
 
-    __slots__ = ("market", "times", "yes_bid", "yes_ask", "marks", "features")
+    __slots__ = ("times", "yes_bid", "yes_ask", "marks", "features", "_market", "_compiled")
 
     def __init__(self, tape: MarketTape) -> None:
-        self.market = ReplayedMarket(tape)
-        self.times = self.market.times
+        self.times: list[int] = tape.times.tolist()
         self.yes_bid: list[int] = tape.bid_prices[:, 0, 0].tolist()
         self.yes_ask: list[int] = [ONE_DOLLAR - no if no >= 0 else -1 for no in tape.bid_prices[:, 1, 0].tolist()]
         self.marks: list[int] = tape.marks.tolist()
         self.features = tape.features  # float32 rows, copied into the observation as they are
+        self._market: ReplayedMarket | None = None
+        self._compiled: CompiledMarket | None = None
 
     @classmethod
     def of(cls, tape: MarketTape) -> _TapeRows:
@@ -84,6 +88,16 @@ class _TapeRows:
         if rows is None:
             rows = _SHARED_ROWS[tape] = cls(tape)
         return rows
+
+    def market(self, tape: MarketTape) -> ReplayedMarket:
+        if self._market is None:
+            self._market = ReplayedMarket(tape)
+        return self._market
+
+    def compiled_market(self, tape: MarketTape) -> CompiledMarket:
+        if self._compiled is None:
+            self._compiled = CompiledMarket(tape)
+        return self._compiled
 
 
 _SHARED_ROWS: weakref.WeakKeyDictionary[MarketTape, _TapeRows] = weakref.WeakKeyDictionary()
@@ -101,6 +115,7 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
         reward: RewardFunction | None = None,
         initial_cash: int = DEFAULT_INITIAL_CASH,
         exchange: ExchangeConfig | None = None,
+        compiled: bool | None = None,
         render_mode: str | None = None,
     ) -> None:
         if not tapes:
@@ -115,6 +130,10 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
         self.reward_function = reward or RewardFunction()
         self.initial_cash = initial_cash
         self.exchange_config = exchange or ExchangeConfig()
+        # The compiled exchange when it carries out this configuration; the reference otherwise.
+        self._compiled = compiled if compiled is not None else supports(self.exchange_config)
+        if self._compiled and not supports(self.exchange_config):
+            raise ValueError(f"the compiled exchange has no {self.exchange_config.queue_model.name} queue model")
         self.render_mode = render_mode
         self.decoder = ActionDecoder(self.action_config, self.fees)
         self.observation_builder = ObservationBuilder(
@@ -179,8 +198,12 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
         self._ledger = Ledger(self.initial_cash)
         # The exchange draws from its own generator (the probabilistic queue model), seeded here.
         rng = random.Random(int(self.np_random.integers(2**63)))
-        self._exchange = SimulatedExchange(self._ledger, self.fees, config=self.exchange_config, rng=rng)
-        self._exchange.open_market(rows.market)
+        if self._compiled:
+            self._exchange = CompiledExchange(self._ledger, self.fees, config=self.exchange_config)
+            self._exchange.open_market(rows.compiled_market(tape))
+        else:
+            self._exchange = SimulatedExchange(self._ledger, self.fees, config=self.exchange_config, rng=rng)
+            self._exchange.open_market(rows.market(tape))
         self._stats = EpisodeStats(self.initial_cash)
         self._value = self.initial_cash
         self._order_row = 0

@@ -145,9 +145,16 @@ def test_the_same_seed_and_actions_replay_the_same_episode(busy_tapes):
     assert not np.array_equal(trace, other)  # the seed matters: it picks the episodes
 
 
-def test_copies_share_each_tape_replay_but_not_their_state(busy_tapes):
+def _replayed(env):
+    """The market view the episode's exchange replays (shared between copies)."""
+    exchange = env._exchange
+    return exchange._market if env._compiled else exchange._replay(env._ticker).market
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "reference"])
+def test_copies_share_each_tape_replay_but_not_their_state(busy_tapes, compiled):
     def random_agent(seed):
-        env = OrderbookEnv(busy_tapes)
+        env = OrderbookEnv(busy_tapes, compiled=compiled)
         observation, info = env.reset(seed=seed, options={"episode": 0})
         rng = np.random.default_rng(seed)
         while True:
@@ -164,7 +171,7 @@ def test_copies_share_each_tape_replay_but_not_their_state(busy_tapes):
     first, second = random_agent(1), random_agent(2)
     interleaved = {1: [], 2: []}
     for (env_a, obs_a, reward_a, value_a), (env_b, obs_b, reward_b, value_b) in zip(first, second):
-        assert env_a._exchange._replay(env_a._ticker).market is env_b._exchange._replay(env_b._ticker).market
+        assert _replayed(env_a) is _replayed(env_b)
         interleaved[1].append((obs_a.tobytes(), reward_a, value_a))
         interleaved[2].append((obs_b.tobytes(), reward_b, value_b))
     assert interleaved == expected  # one copy's orders never touch the other's replay

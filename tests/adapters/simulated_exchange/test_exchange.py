@@ -1,5 +1,9 @@
 """Fills with hand-computed expectations. Money in micro-dollars: $1 = 1_000_000.
 
+Each test runs against both implementations: the reference :class:`SimulatedExchange` and the
+compiled one (:class:`CompiledExchange`), except those about what only the reference does
+(amends, several markets, the probabilistic queue model), marked ``reference_only``.
+
 Every market starts from the same book -- YES bids 0.45 x 20 and 0.44 x 10; NO bids 0.53 x 5 and
 0.52 x 10, i.e. YES asks 0.47 x 5 and 0.48 x 10 -- and resolves at t = 10 s; the replay grid is
 one row per second. Latency is 0 unless a test is about latency.
@@ -18,6 +22,7 @@ from adapters.simulated_exchange import (
     RiskAverseQueueModel,
     SimulatedExchange,
 )
+from adapters.simulated_exchange.compiled import CompiledExchange, CompiledMarket
 from application.replay import ReplayConfig, compile_market
 from domain.events import BookDelta, BookSnapshot, MarketResolved, PublicTrade
 from domain.fees import FeeSchedule
@@ -42,16 +47,31 @@ def trade(t, yes_price, count, taker, ticker="T"):
     return PublicTrade(ticker, t, f"trade-{t}", yes_price, count, taker)
 
 
+IMPLEMENTATIONS = ["reference", "compiled"]
+_chosen = {"compiled": False}
+reference_only = pytest.mark.parametrize("implementation", ["reference"], indirect=True)
+
+
+@pytest.fixture(autouse=True, params=IMPLEMENTATIONS)
+def implementation(request):
+    _chosen["compiled"] = request.param == "compiled"
+    return request.param
+
+
 def market(*events, ticker="T", result=YES):
     recorded = [book(ticker), *events, MarketResolved(ticker, 10_000, result)]
     tape = compile_market(recorded, ticker=ticker, session_id=1, config=ReplayConfig(step_ms=1000, depth_levels=5))
-    return ReplayedMarket(tape)
+    return CompiledMarket(tape) if _chosen["compiled"] else ReplayedMarket(tape)
 
 
 def venue(*events, latency_ms=0, queue_model=None, refill_ms=None, cash=START, fees=None, rng=None):
     ledger = Ledger(cash)
     config = ExchangeConfig(latency_ms, queue_model or RiskAverseQueueModel(), refill_ms)
-    exchange = SimulatedExchange(ledger, fees or FeeSchedule.kalshi_standard(), config=config, rng=rng)
+    fees = fees or FeeSchedule.kalshi_standard()
+    if _chosen["compiled"]:
+        exchange = CompiledExchange(ledger, fees, config=config)
+    else:
+        exchange = SimulatedExchange(ledger, fees, config=config, rng=rng)
     exchange.open_market(market(*events))
     return exchange, ledger
 
@@ -169,6 +189,24 @@ def test_a_level_that_shrinks_and_grows_gives_back_only_the_new_liquidity():
     assert fills(executions) == [(4700, 4 * C, True), (4800, 6 * C, True)]
 
 
+def test_a_level_that_shrinks_to_just_below_what_we_took_keeps_only_that_much_taken():
+    # We take 5 of 0.47; the level falls by one count unit, to 4.99 (so 4.99 of ours may stand),
+    # and then grows by 6: 10.99 shown, 6 of them new.
+    exchange, _ = venue(delta(1500, NO, 5300, -1), delta(1600, NO, 5300, 6 * C))
+    send(exchange, bid(4700, 5 * C), 0)
+    exchange.advance("T", 2)
+    _, executions = send(exchange, bid(4700, 10 * C, time_in_force=IOC), 2)
+    assert fills(executions) == [(4700, 6 * C, True)]
+
+
+def test_with_a_refill_time_the_liquidity_is_back_exactly_that_long_after_the_take():
+    exchange, _ = venue(refill_ms=1000)
+    send(exchange, bid(4700, 5 * C), 0)  # taken at 0 ms
+    exchange.advance("T", 1)
+    _, executions = send(exchange, bid(4700, 5 * C, time_in_force=IOC), 1)  # at 1000 ms
+    assert fills(executions) == [(4700, 5 * C, True)]
+
+
 def test_with_a_refill_time_consumed_liquidity_returns_that_long_after_the_take():
     exchange, _ = venue(refill_ms=1500)
     send(exchange, bid(4700, 5 * C), 0)
@@ -202,6 +240,16 @@ def test_a_resting_bid_advances_in_the_queue_only_by_trades_at_its_price_risk_av
     assert (second.fill.count, second.fill.ts_ms) == (7 * C, 4500)
     assert order.status is OrderStatus.EXECUTED
     assert ledger.cash == START - 10 * 450_000 and ledger.quantity("T") == 10 * C
+
+
+def test_a_level_that_shrinks_below_the_queue_ahead_of_us_shortens_it_to_the_level():
+    exchange, _ = venue(
+        delta(1200, YES, 4500, -1),  # 20 -> 19.99: at most 19.99 can be ahead of us now
+        trade(1500, 4500, 20 * C, NO),  # 19.99 for the queue, 0.01 for us
+    )
+    order, _ = send(exchange, bid(4500, 10 * C), 0)  # joins behind the 20 at 0.45
+    (execution,) = exchange.advance("T", 2)
+    assert (execution.fill.count, execution.fill.ts_ms) == (1, 1500) and order.filled == 1
 
 
 def test_trades_whose_taker_buys_beside_us_or_prints_above_our_bid_never_fill_it():
@@ -246,6 +294,7 @@ class FixedDraw:
         return self.value
 
 
+@reference_only
 @pytest.mark.parametrize(
     ("draw", "filled"),
     [
@@ -269,6 +318,7 @@ def test_the_risk_averse_queue_never_credits_a_cancellation():
     assert order.filled == 0
 
 
+@reference_only
 def test_a_seeded_probabilistic_queue_fills_the_same_way_every_time():
     def run(seed):
         model = ProbabilisticQueueModel(PowerProbability(1))
@@ -332,6 +382,7 @@ def test_an_order_kept_in_place_fills_at_the_front_of_its_queue():
     assert order.filled == 10 * C
 
 
+@reference_only
 def test_an_amend_is_cancel_and_replace_and_loses_queue_priority():
     exchange, _ = venue(*priority_market())
     old, _ = send(exchange, bid(4500, 10 * C), 0)
@@ -342,6 +393,7 @@ def test_an_amend_is_cancel_and_replace_and_loses_queue_priority():
     assert old.status is OrderStatus.CANCELED and new.status is OrderStatus.RESTING and new.filled == 0
 
 
+@reference_only
 def test_an_amend_count_is_the_new_total_filled_included():
     exchange, _ = venue()
     old, _ = send(exchange, bid(4700, 8 * C), 0)  # 5 filled, 3 resting
@@ -352,6 +404,7 @@ def test_an_amend_count_is_the_new_total_filled_included():
         exchange.amend(new.order_id, price=4600, count=0, ts_ms=0)
 
 
+@reference_only
 def test_an_amend_that_lands_after_the_order_filled_is_refused():
     exchange, _ = venue(trade(1200, 4400, 10 * C, NO), latency_ms=300)
     old = exchange.submit(bid(4500, 10 * C), ts_ms=0)
@@ -409,6 +462,7 @@ def test_impossible_orders_are_refused_with_a_reason_and_touch_nothing(request_,
     assert ledger.cash == 10 * MONEY_SCALE and ledger.trades == 0
 
 
+@reference_only
 def test_cash_held_by_an_open_order_cannot_be_spent_in_another_market():
     ledger = Ledger(10 * MONEY_SCALE)
     exchange = SimulatedExchange(ledger, FeeSchedule.kalshi_standard(), config=ExchangeConfig(latency_ms=0))

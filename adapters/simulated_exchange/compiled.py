@@ -1,0 +1,286 @@
+"""``CompiledExchange``: the simulated exchange for one replayed market, matching in compiled code.
+
+The training environment's exchange when it can be: one market, the risk-averse queue model
+(:func:`supports`). It answers the part of :class:`SimulatedExchange`'s interface the
+environment uses -- ``submit``, ``cancel``, ``cancel_all``, ``advance``, ``settle``, ``latest_order``,
+``open_orders``, ``buying_power``, ``rejections`` -- with the same :class:`~domain.orders.Order`,
+:class:`~domain.orders.Fill` and :class:`Execution` objects, booked into the same
+:class:`~domain.ledger.Ledger` in the same order, while :mod:`adapters.simulated_exchange.kernel`
+does the matching. The rules live in :mod:`adapters.simulated_exchange.exchange`; a test steps
+both side by side over long random trajectories and requires identical results.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from adapters.simulated_exchange import kernel as k
+from adapters.simulated_exchange.exchange import (
+    ExchangeConfig,
+    ExchangeError,
+    Execution,
+    Rejection,
+    Settlement,
+)
+from adapters.simulated_exchange.queue_models import RiskAverseQueueModel
+from adapters.simulated_exchange.replayed_market import ReplayedMarket
+from domain.fees import FeeSchedule
+from domain.ledger import Ledger
+from domain.market_tape import MarketTape
+from domain.orders import Fill, Order, OrderRequest, OrderSide, OrderStatus, TimeInForce
+from domain.values import LADDER_SIZE, Side
+
+_BID = OrderSide.BID
+_PENDING, _RESTING, _REJECTED = OrderStatus.PENDING, OrderStatus.RESTING, OrderStatus.REJECTED
+_TIME_IN_FORCE = {TimeInForce.GOOD_TILL_CANCELED: k.GTC, TimeInForce.IMMEDIATE_OR_CANCEL: k.IOC,
+                  TimeInForce.FILL_OR_KILL: k.FOK}  # fmt: skip
+# Counts above this could overflow the kernel's 64-bit fee arithmetic (rate x count x P x (1 - P)).
+MAX_COUNT = 10**7
+
+
+def supports(config: ExchangeConfig) -> bool:
+    """Whether the compiled exchange carries out ``config`` (the probabilistic queue model draws
+    from Python's generator and stays in :class:`SimulatedExchange`)."""
+    return isinstance(config.queue_model, RiskAverseQueueModel)
+
+
+class CompiledMarket:
+    """A tape's arrays in the kernel's layout, built once per tape and shared by its episodes."""
+
+    __slots__ = ("ticker", "last_row", "times", "log_offsets", "log", "bids", "level_offsets", "level_entries")
+
+    def __init__(self, tape: MarketTape) -> None:
+        self.ticker = tape.ticker
+        self.times = np.ascontiguousarray(tape.times, dtype=np.int64)
+        self.last_row = len(self.times) - 1
+        self.log_offsets = np.ascontiguousarray(tape.log_offsets, dtype=np.int64)
+        self.log = np.stack([tape.log_times, tape.log_kinds, tape.log_prices, tape.log_counts]).astype(np.int64)
+        self.bids = np.ascontiguousarray(np.stack([tape.bid_prices, tape.bid_counts], axis=-1), dtype=np.int64)
+        # per level (side * LADDER_SIZE + price): the log entries that changed it, ascending
+        kinds = self.log[k.L_KIND]
+        changes = np.flatnonzero(kinds < 2)
+        keys = kinds[changes] * LADDER_SIZE + self.log[k.L_PRICE][changes]
+        order = np.argsort(keys, kind="stable")
+        self.level_entries = changes[order].astype(np.int64)
+        self.level_offsets = np.zeros(2 * LADDER_SIZE + 1, dtype=np.int64)
+        np.cumsum(np.bincount(keys, minlength=2 * LADDER_SIZE), out=self.level_offsets[1:])
+
+
+class CompiledExchange:
+    """One account trading one replayed market (see the module docstring)."""
+
+    def __init__(
+        self, ledger: Ledger, fees: FeeSchedule, *, config: ExchangeConfig | None = None, id_prefix: str = "sim"
+    ) -> None:
+        self.ledger = ledger
+        self.fees = fees
+        self.config = config or ExchangeConfig()
+        if not supports(self.config):
+            raise ValueError(f"the compiled exchange has no {self.config.queue_model.name} queue model")
+        self.id_prefix = id_prefix
+        self.rejections: list[Rejection] = []
+        refill = self.config.liquidity_refill_ms
+        self._config = np.array(
+            [fees.taker_rate, fees.maker_rate, fees.fee_increment_micros, fees.account_increment_micros,
+             self.config.latency_ms, -1 if refill is None else refill],
+            dtype=np.int64,
+        )  # fmt: skip
+        self._market: CompiledMarket | None = None
+        self._orders: list[Order] = []  # by slot
+        self._slots: dict[str, int] = {}  # order id -> slot
+        self._requests_sent = 0
+        self._fills = 0
+        self._latest = -1  # the latest open order's slot
+
+    # -- markets ----------------------------------------------------------------------------
+    def open_market(self, market: CompiledMarket) -> None:
+        if self._market is not None:
+            raise ExchangeError(f"the compiled exchange replays one market; {self._market.ticker} is open")
+        self._market = market
+        self._state = np.zeros(k.STATE_SIZE, dtype=np.int64)
+        self._state[k.NOW] = self._state[k.SENT] = market.times[0]
+        self._state[k.CURSOR] = market.log_offsets[1]  # row 0 holds everything up to its time
+        self._state[k.CASH], self._state[k.POSITION] = self.ledger.cash, self.ledger.quantity(market.ticker)
+        self._order_rows = np.zeros((64, k.ORDER_FIELDS), dtype=np.int64)
+        self._open = np.zeros(64, dtype=np.int64)
+        self._resting = np.zeros(64, dtype=np.int64)
+        self._request_rows = np.zeros((256, 3), dtype=np.int64)
+        self._taken = np.zeros((2 * LADDER_SIZE, 4), dtype=np.int64)
+        self._events = np.zeros((256, k.EVENT_FIELDS), dtype=np.int64)
+
+    # -- state ------------------------------------------------------------------------------
+    def open_orders(self, ticker: str) -> list[Order]:
+        self._check(ticker)
+        return [self._orders[slot] for slot in self._open[: self._state[k.OPEN]].tolist()]
+
+    def latest_order(self, ticker: str) -> Order | None:
+        self._check(ticker)
+        return self._orders[self._latest] if self._latest >= 0 else None
+
+    def buying_power(self, ticker: str | None = None) -> int:
+        """Cash not reserved by open orders of other markets: there are none, one market here."""
+        return self.ledger.cash
+
+    # -- requests ---------------------------------------------------------------------------
+    def submit(self, request: OrderRequest, *, ts_ms: int) -> Order:
+        self._sending(request.ticker, ts_ms)
+        if request.count > MAX_COUNT:
+            raise ExchangeError(f"order for {request.count} count units: the compiled exchange takes at most {MAX_COUNT}")
+        slot = len(self._orders)
+        self._reserve(slot + 1, 1)
+        order = Order(
+            f"{self.id_prefix}-order-{slot + 1}",
+            request.client_order_id,
+            request.ticker,
+            request.side,
+            request.price,
+            request.count,
+            ts_ms,
+            request.time_in_force,
+            status=_PENDING,
+        )
+        self._orders.append(order)
+        self._slots[order.order_id] = slot
+        k.submit(
+            self._state, self._order_rows, self._open, self._request_rows, self._config,
+            0 if request.side is _BID else 1, request.price, request.count,
+            _TIME_IN_FORCE[request.time_in_force], request.reduce_only, request.post_only, ts_ms,
+        )  # fmt: skip
+        self._requests_sent += 1
+        self._latest = slot
+        return order
+
+    def cancel(self, order_id: str, *, ts_ms: int) -> Order:
+        """Send a cancel for an open order; it lands after the latency (if the order is still open)."""
+        slot = self._slots.get(order_id, -1)
+        if slot < 0 or not self._orders[slot].status.is_open:
+            raise ExchangeError(f"no open order {order_id!r}")
+        order = self._orders[slot]
+        self._sending(order.ticker, ts_ms)
+        self._reserve(len(self._orders), 1)
+        k.cancel(self._state, self._request_rows, self._config, slot, ts_ms)
+        self._requests_sent += 1
+        return order
+
+    def cancel_all(self, ticker: str, *, ts_ms: int) -> list[Order]:
+        orders = self.open_orders(ticker)
+        if not orders:
+            return orders
+        self._sending(ticker, ts_ms)
+        self._reserve(len(self._orders), len(orders))
+        self._requests_sent += k.cancel_all(self._state, self._open, self._request_rows, self._config, ts_ms)
+        return orders
+
+    # -- time -------------------------------------------------------------------------------
+    def advance(self, ticker: str, row: int) -> list[Execution]:
+        market = self._market
+        if market is None or ticker != market.ticker:
+            self._check(ticker)
+        assert market is not None
+        state = self._state
+        if not state[k.ROW] <= row <= market.last_row:
+            raise ExchangeError(f"{ticker}: cannot advance from row {state[k.ROW]} to row {row}")
+        # room for every event the span could produce: fills of each resting order per log entry,
+        # and per request a fill per crossing level (the row's depth and the log since) and one more
+        end = int(market.log_offsets[row + 1])
+        window = end - int(market.log_offsets[state[k.ROW]])
+        pending = self._requests_sent - int(state[k.HEAD])
+        bound = window * (int(state[k.OPEN]) + pending + 1) + pending * (market.bids.shape[2] + window + 2) + 1
+        if bound > len(self._events):
+            self._events = np.zeros((2 * bound, k.EVENT_FIELDS), dtype=np.int64)
+        state[k.CASH], state[k.POSITION] = self.ledger.cash, self.ledger.quantity(ticker)
+        self._latest = k.advance(
+            state, self._order_rows, self._open, self._resting, self._request_rows, self._taken, self._events,
+            self._config, market.times, market.log_offsets, market.log, market.bids, market.level_offsets,
+            market.level_entries, row,
+        )  # fmt: skip
+        count = state[k.EVENTS]
+        return self._carry_out(self._events[:count].tolist()) if count else []
+
+    def settle(self, ticker: str, result: Side) -> Settlement:
+        self._check(ticker)
+        k.cancel_everything(self._state, self._order_rows, self._open, self._resting, self._events_for_settle())
+        self._carry_out(self._events[: self._state[k.EVENTS]].tolist())
+        self._latest = -1
+        position = self.ledger.position(ticker)
+        closed = abs(position.quantity)
+        realized_before = position.realized_pnl
+        payout = self.ledger.settle(ticker, result)
+        realized = self.ledger.position(ticker).realized_pnl - realized_before
+        return Settlement(ticker, result, payout, closed, realized)
+
+    # -- internals --------------------------------------------------------------------------
+    def _carry_out(self, events: list[list[int]]) -> list[Execution]:
+        """Turn the kernel's events into the orders' changes, fills booked in the ledger, and
+        rejections -- in the order they happened, as :class:`SimulatedExchange` makes them."""
+        executions: list[Execution] = []
+        orders, ledger = self._orders, self.ledger
+        for kind, slot, a, b, c, d, e in events:
+            order = orders[slot]
+            if kind == k.E_FILL:
+                self._fills += 1
+                fill = Fill(
+                    f"{self.id_prefix}-fill-{self._fills}", order.order_id, order.ticker, order.side, a, b, e, c == 1, d
+                )
+                closed = ledger.closing_count(fill)
+                realized = ledger.apply_fill(fill)
+                order.record_fill(b)
+                executions.append(Execution(fill, closed, realized))
+            elif kind == k.E_REST:
+                order.status = _RESTING
+            elif kind == k.E_CANCEL:
+                order.cancel()
+            else:
+                order.status = _REJECTED
+                self.rejections.append(Rejection(order, self._reason(order, a, b, c), d))
+        return executions
+
+    @staticmethod
+    def _reason(order: Order, reason: int, a: int, b: int) -> str:
+        if reason == k.R_NOTHING_TO_REDUCE:
+            return "reduce-only order with no position to reduce"
+        if reason == k.R_REDUCE_TOO_BIG:
+            return f"reduce-only order for {order.count} exceeds the position of {a}"
+        if reason == k.R_POST_ONLY:
+            return "post-only order would cross the book"
+        if reason == k.R_FILL_OR_KILL:
+            return f"fill-or-kill order for {order.count} sees only {a} to take"
+        return f"needs {a} micro-dollars, has {b} to spend"
+
+    def _events_for_settle(self) -> np.ndarray:
+        self._state[k.EVENTS] = 0
+        needed = int(self._state[k.OPEN]) + 1
+        if needed > len(self._events):
+            self._events = np.zeros((2 * needed, k.EVENT_FIELDS), dtype=np.int64)
+        return self._events
+
+    def _reserve(self, orders: int, requests: int) -> None:
+        """Room for ``orders`` orders and ``requests`` more requests (the arrays grow by doubling)."""
+        if orders > len(self._order_rows):
+            self._order_rows = _grown(self._order_rows, orders)
+            self._open = _grown(self._open, orders)
+            self._resting = _grown(self._resting, orders)
+        if self._requests_sent + requests > len(self._request_rows):
+            self._request_rows = _grown(self._request_rows, self._requests_sent + requests)
+
+    def _check(self, ticker: str) -> None:
+        if self._market is None or ticker != self._market.ticker:
+            raise ExchangeError(f"market {ticker} is not being replayed; open_market() it first")
+
+    def _sending(self, ticker: str, ts_ms: int) -> None:
+        self._check(ticker)
+        state = self._state
+        if ts_ms < state[k.SENT] or ts_ms < state[k.NOW]:
+            raise ExchangeError(
+                f"{ticker}: a request sent at {ts_ms} ms is earlier than the market's clock "
+                f"({max(state[k.SENT], state[k.NOW])} ms): requests must be sent in time order"
+            )
+
+
+def _grown(array: np.ndarray, needed: int) -> np.ndarray:
+    size = len(array)
+    while size < needed:
+        size *= 2
+    grown = np.zeros((size,) + array.shape[1:], dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown
