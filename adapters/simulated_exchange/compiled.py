@@ -91,6 +91,7 @@ class CompiledExchange:
         self._requests_sent = 0
         self._fills = 0
         self._latest = -1  # the latest open order's slot
+        self._row = 0
 
     # -- markets ----------------------------------------------------------------------------
     def open_market(self, market: CompiledMarket) -> None:
@@ -114,7 +115,9 @@ class CompiledExchange:
         return [self._orders[slot] for slot in self._open[: self._state[k.OPEN]].tolist()]
 
     def latest_order(self, ticker: str) -> Order | None:
-        self._check(ticker)
+        market = self._market
+        if market is None or ticker != market.ticker:
+            raise self._unknown(ticker)
         return self._orders[self._latest] if self._latest >= 0 else None
 
     def buying_power(self, ticker: str | None = None) -> int:
@@ -123,7 +126,9 @@ class CompiledExchange:
 
     # -- requests ---------------------------------------------------------------------------
     def submit(self, request: OrderRequest, *, ts_ms: int) -> Order:
-        self._sending(request.ticker, ts_ms)
+        market = self._market
+        if market is None or request.ticker != market.ticker:
+            raise self._unknown(request.ticker)
         if request.count > MAX_COUNT:
             raise ExchangeError(f"order for {request.count} count units: the compiled exchange takes at most {MAX_COUNT}")
         slot = len(self._orders)
@@ -139,13 +144,15 @@ class CompiledExchange:
             request.time_in_force,
             status=_PENDING,
         )
-        self._orders.append(order)
-        self._slots[order.order_id] = slot
-        k.submit(
+        sent = k.submit(
             self._state, self._order_rows, self._open, self._request_rows, self._config,
             0 if request.side is _BID else 1, request.price, request.count,
             _TIME_IN_FORCE[request.time_in_force], request.reduce_only, request.post_only, ts_ms,
         )  # fmt: skip
+        if sent < 0:
+            raise self._too_early(request.ticker, ts_ms)
+        self._orders.append(order)
+        self._slots[order.order_id] = slot
         self._requests_sent += 1
         self._latest = slot
         return order
@@ -175,26 +182,20 @@ class CompiledExchange:
     def advance(self, ticker: str, row: int) -> list[Execution]:
         market = self._market
         if market is None or ticker != market.ticker:
-            self._check(ticker)
-        assert market is not None
-        state = self._state
-        if not state[k.ROW] <= row <= market.last_row:
-            raise ExchangeError(f"{ticker}: cannot advance from row {state[k.ROW]} to row {row}")
-        # room for every event the span could produce: fills of each resting order per log entry,
-        # and per request a fill per crossing level (the row's depth and the log since) and one more
-        end = int(market.log_offsets[row + 1])
-        window = end - int(market.log_offsets[state[k.ROW]])
-        pending = self._requests_sent - int(state[k.HEAD])
-        bound = window * (int(state[k.OPEN]) + pending + 1) + pending * (market.bids.shape[2] + window + 2) + 1
-        if bound > len(self._events):
-            self._events = np.zeros((2 * bound, k.EVENT_FIELDS), dtype=np.int64)
-        state[k.CASH], state[k.POSITION] = self.ledger.cash, self.ledger.quantity(ticker)
-        self._latest = k.advance(
-            state, self._order_rows, self._open, self._resting, self._request_rows, self._taken, self._events,
-            self._config, market.times, market.log_offsets, market.log, market.bids, market.level_offsets,
-            market.level_entries, row,
-        )  # fmt: skip
-        count = state[k.EVENTS]
+            raise self._unknown(ticker)
+        if not self._row <= row <= market.last_row:
+            raise ExchangeError(f"{ticker}: cannot advance from row {self._row} to row {row}")
+        ledger = self.ledger
+        while True:
+            count, self._latest = k.advance(
+                self._state, self._order_rows, self._open, self._resting, self._request_rows, self._taken,
+                self._events, self._config, market.times, market.log_offsets, market.log, market.bids,
+                market.level_offsets, market.level_entries, row, ledger.cash, ledger.quantity(ticker),
+            )  # fmt: skip
+            if count >= 0:
+                break
+            self._events = np.zeros((-2 * count, k.EVENT_FIELDS), dtype=np.int64)  # room, and again
+        self._row = row
         return self._carry_out(self._events[:count].tolist()) if count else []
 
     def settle(self, ticker: str, result: Side) -> Settlement:
@@ -265,16 +266,24 @@ class CompiledExchange:
 
     def _check(self, ticker: str) -> None:
         if self._market is None or ticker != self._market.ticker:
-            raise ExchangeError(f"market {ticker} is not being replayed; open_market() it first")
+            raise self._unknown(ticker)
+
+    @staticmethod
+    def _unknown(ticker: str) -> ExchangeError:
+        return ExchangeError(f"market {ticker} is not being replayed; open_market() it first")
+
+    def _too_early(self, ticker: str, ts_ms: int) -> ExchangeError:
+        clock = max(int(self._state[k.SENT]), int(self._state[k.NOW]))
+        return ExchangeError(
+            f"{ticker}: a request sent at {ts_ms} ms is earlier than the market's clock "
+            f"({clock} ms): requests must be sent in time order"
+        )
 
     def _sending(self, ticker: str, ts_ms: int) -> None:
         self._check(ticker)
         state = self._state
         if ts_ms < state[k.SENT] or ts_ms < state[k.NOW]:
-            raise ExchangeError(
-                f"{ticker}: a request sent at {ts_ms} ms is earlier than the market's clock "
-                f"({max(state[k.SENT], state[k.NOW])} ms): requests must be sent in time order"
-            )
+            raise self._too_early(ticker, ts_ms)
 
 
 def _grown(array: np.ndarray, needed: int) -> np.ndarray:

@@ -427,7 +427,10 @@ def _replay_log(
 # -- requests and time ---------------------------------------------------------------------------
 @njit(**_KERNEL)
 def submit(state, orders, open_slots, requests, config, side, price, count, tif, reduce_only, post_only, ts) -> int:
-    """Send a new order at ``ts`` (the caller has checked the time); returns its slot."""
+    """Send a new order at ``ts``; returns its slot, or -1 (nothing sent) when ``ts`` is earlier
+    than the market's clock. The caller has made room for it."""
+    if ts < state[SENT] or ts < state[NOW]:
+        return -1
     slot = state[ORDERS]
     state[ORDERS] = slot + 1
     order = orders[slot]
@@ -472,13 +475,29 @@ def cancel_everything(state, orders, open_slots, resting, events) -> None:
 
 
 @njit(**_KERNEL)
+def _events_needed(state, log_offsets, depth, row) -> int:
+    """The most events replaying to ``row`` can make: a fill of each resting order per log entry,
+    and per request one per crossing level (the row's depth and the log since) and one more."""
+    end = log_offsets[row + 1]
+    window = end - log_offsets[state[ROW]]
+    pending = state[TAIL] - state[HEAD]
+    return window * (state[OPEN] + pending + 1) + pending * (depth + window + 2) + 1
+
+
+@njit(**_KERNEL)
 def advance(
     state, orders, open_slots, resting, requests, taken, events, config,
-    times, log_offsets, log, bids, level_offsets, level_entries, row,
-) -> int:  # fmt: skip
+    times, log_offsets, log, bids, level_offsets, level_entries, row, cash, position,
+) -> tuple[int, int]:  # fmt: skip
     """Replay up to row ``row`` (inclusive), carrying out the requests that take effect on the
-    way; the events are ``events[:state[EVENTS]]``. Returns the latest open order's slot, -1 if none."""
+    way, from the account's ``cash`` and ``position`` now. Returns ``(events, latest)``: the
+    events are ``events[:events]``, ``latest`` the latest open order's slot (-1: none); or
+    ``(-needed, -1)``, nothing done, when ``events`` has fewer than ``needed`` rows."""
+    needed = _events_needed(state, log_offsets, bids.shape[2], row)
+    if needed > len(events):
+        return -needed, -1
     state[EVENTS] = 0
+    state[CASH], state[POSITION] = cash, position
     target = times[row]
     end = log_offsets[row + 1]
     if state[HEAD] == state[TAIL] and not state[RESTING]:  # nothing of ours in the market: jump
@@ -510,4 +529,4 @@ def advance(
                 _activate(state, orders, open_slots, resting, taken, events, config, times, log_offsets, log, bids,
                           level_offsets, level_entries, slot)  # fmt: skip
     state[ROW] = row
-    return open_slots[state[OPEN] - 1] if state[OPEN] else -1
+    return state[EVENTS], open_slots[state[OPEN] - 1] if state[OPEN] else -1
