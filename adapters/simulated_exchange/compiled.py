@@ -47,13 +47,16 @@ def supports(config: ExchangeConfig) -> bool:
 class CompiledMarket:
     """A tape's arrays in the kernel's layout, built once per tape and shared by its episodes."""
 
-    __slots__ = ("ticker", "last_row", "times", "log_offsets", "log", "bids", "level_offsets", "level_entries")
+    __slots__ = ("ticker", "last_row", "times", "log_offsets", "log", "bids", "level_offsets", "level_entries",
+                 "time_list", "log_offset_list")  # fmt: skip
 
     def __init__(self, tape: MarketTape) -> None:
         self.ticker = tape.ticker
         self.times = np.ascontiguousarray(tape.times, dtype=np.int64)
         self.last_row = len(self.times) - 1
         self.log_offsets = np.ascontiguousarray(tape.log_offsets, dtype=np.int64)
+        self.time_list: list[int] = self.times.tolist()  # the same, for reading one at a time from Python
+        self.log_offset_list: list[int] = self.log_offsets.tolist()
         self.log = np.stack([tape.log_times, tape.log_kinds, tape.log_prices, tape.log_counts]).astype(np.int64)
         self.bids = np.ascontiguousarray(np.stack([tape.bid_prices, tape.bid_counts], axis=-1), dtype=np.int64)
         # per level (side * LADDER_SIZE + price): the log entries that changed it, ascending
@@ -185,6 +188,15 @@ class CompiledExchange:
             raise self._unknown(ticker)
         if not self._row <= row <= market.last_row:
             raise ExchangeError(f"{ticker}: cannot advance from row {self._row} to row {row}")
+        if self._latest < 0:  # no open order, so nothing of ours in the market: the replay jumps
+            state = self._state
+            end, target = market.log_offset_list[row + 1], market.time_list[row]
+            if state[k.CURSOR] < end:
+                state[k.CURSOR] = end
+            if state[k.NOW] < target:
+                state[k.NOW] = target
+            state[k.ROW] = self._row = row
+            return []
         ledger = self.ledger
         while True:
             count, self._latest = k.advance(
