@@ -54,11 +54,12 @@ from domain.features import FEATURE_BOUND, OBSERVATION_SIZE, ObservationBuilder
 from domain.fees import FeeSchedule
 from domain.ledger import Ledger
 from domain.market_tape import MarketTape
-from domain.orders import Order, OrderRequest
+from domain.orders import Order, OrderRequest, OrderSide
 from domain.rewards import EpisodeStats, RewardFunction
 from domain.values import MONEY_SCALE, ONE_DOLLAR
 
 DEFAULT_INITIAL_CASH = 100 * MONEY_SCALE  # $100
+_BID = OrderSide.BID
 _MASK_CACHE_SIZE = 1 << 16
 
 
@@ -210,14 +211,14 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
         self._orders_placed = 0
         self._action_counts = [0] * self._action_count
         self._illegal = 0
-        self._update_mask()
+        self._update_mask(0)  # a new account: no position, no order
         info = {
             "episode": episode,
             "steps": self._last_row,
             "portfolio_value": self._value,
             "action_mask": self._mask_array.copy(),
         }
-        return self._observe(), info
+        return self._observe(0, self._marks[0], 0, 0, 0, self._ledger.cash), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._tape is None:
@@ -255,14 +256,19 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
             if settlement.closed:
                 stats.record_closed_trade(settlement.realized_pnl)
         position = self._ledger.find_position(ticker)
-        quantity = 0 if position is None else position.quantity
-        market_value = position.market_value(self._marks[row]) if quantity else 0  # type: ignore[union-attr]
-        value = self._ledger.cash + market_value
+        mark = self._marks[row]
+        if position is None:
+            quantity = cost_basis = market_value = 0
+        else:
+            quantity, cost_basis = position.quantity, position.cost_basis
+            market_value = position.market_value(mark) if quantity else 0
+        cash = self._ledger.cash
+        value = cash + market_value
         reward = self.reward_function.reward(value - self._value, quantity)
         self._value = value
         stats.record_step(value)
 
-        self._update_mask()
+        self._update_mask(quantity)
         info: dict[str, Any] = {
             "portfolio_value": value,
             "position": quantity,
@@ -277,7 +283,8 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
             info["illegal_actions"] = self._illegal
             info["orders_placed"] = self._orders_placed
             info["orders_rejected"] = len(exchange.rejections)
-        return self._observe(), reward, terminated, ended and not terminated, info
+        observation = self._observe(row, mark, quantity, cost_basis, market_value, cash)
+        return observation, reward, terminated, ended and not terminated, info
 
     def action_masks(self) -> np.ndarray:
         """The actions legal now (the name sb3-contrib's maskable algorithms look for)."""
@@ -312,13 +319,13 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
         self._order_row = row
         return order
 
-    def _update_mask(self) -> None:
+    def _update_mask(self, position: int) -> None:
+        """The legal actions at the current row, for the market's ``position`` (count units)."""
         row = self._row
         if row >= self._last_row:
             self._legal, self._mask_array = self._hold_only, self._hold_only_array
             return
-        ticker = self._ticker
-        position, buying_power = self._ledger.quantity(ticker), self._exchange.buying_power(ticker)
+        buying_power = self._exchange.buying_power(self._ticker)
         # Above the decoder's ample buying power every order is affordable: the mask no longer
         # depends on the exact amount, so one cache entry serves every such amount.
         key = (self._yes_bid[row], self._yes_ask[row], position, min(buying_power, self._ample_buying_power))
@@ -332,18 +339,19 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
             entry = self._masks[key] = (legal, _frozen_mask(legal))
         self._legal, self._mask_array = entry
 
-    def _observe(self) -> np.ndarray:
-        """The observation of the current row (through the builder's account path, as the live
-        actor's)."""
-        row = self._row
-        return self.observation_builder.observe_account(
-            self._features[row],
-            self._marks[row],
-            self._ledger.find_position(self._ticker),
-            self._ledger.cash,
-            self._exchange.latest_order(self._ticker),
-            row - self._order_row,
-        )
+    def _observe(self, row: int, mark: int, quantity: int, cost_basis: int, market_value: int, cash: int) -> np.ndarray:
+        """The observation of row ``row``: the account's numbers (as the ledger's position gives
+        them, what the builder's ``observe_account`` reads off it) and the market's latest order."""
+        order = self._exchange.latest_order(self._ticker)
+        features = self._features[row]
+        if order is None:
+            return self.observation_builder.observe(
+                features, mark, quantity, cost_basis, market_value, cash, None, 0, 0, 0
+            )
+        return self.observation_builder.observe(
+            features, mark, quantity, cost_basis, market_value, cash,
+            order.side is _BID, order.price, order.remaining, row - self._order_row,
+        )  # fmt: skip
 
 
 def _frozen_mask(legal: tuple[bool, ...]) -> np.ndarray:

@@ -135,7 +135,8 @@ class CompiledExchange:
         if request.count > MAX_COUNT:
             raise ExchangeError(f"order for {request.count} count units: the compiled exchange takes at most {MAX_COUNT}")
         slot = len(self._orders)
-        self._reserve(slot + 1, 1)
+        if slot >= len(self._order_rows) or self._requests_sent >= len(self._request_rows):
+            self._reserve(slot + 1, 1)
         order = Order(
             f"{self.id_prefix}-order-{slot + 1}",
             request.client_order_id,
@@ -228,14 +229,13 @@ class CompiledExchange:
         rejections -- in the order they happened, as :class:`SimulatedExchange` makes them."""
         executions: list[Execution] = []
         orders, ledger = self._orders, self.ledger
-        for kind, slot, a, b, c, d, e in events:
+        for kind, slot, a, b, c, d, e, closed in events:
             order = orders[slot]
             if kind == k.E_FILL:
                 self._fills += 1
                 fill = Fill(
                     f"{self.id_prefix}-fill-{self._fills}", order.order_id, order.ticker, order.side, a, b, e, c == 1, d
                 )
-                closed = ledger.closing_count(fill)
                 realized = ledger.apply_fill(fill)
                 order.record_fill(b)
                 executions.append(Execution(fill, closed, realized))

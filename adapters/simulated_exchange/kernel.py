@@ -54,9 +54,9 @@ T_HELD, T_AMOUNT, T_CURSOR, T_TIME = range(4)
 L_TIME, L_KIND, L_PRICE, L_COUNT = range(4)
 # config
 C_TAKER, C_MAKER, C_FEE_STEP, C_ACCOUNT_STEP, C_LATENCY, C_REFILL = range(6)
-# events: (kind, slot, a, b, c, d, e)
-EVENT_FIELDS = 7
-E_FILL, E_REST, E_CANCEL, E_REJECT = range(4)  # fill: price, count, is taker, time, fee
+# events: (kind, slot, a, b, c, d, e, f)
+EVENT_FIELDS = 8
+E_FILL, E_REST, E_CANCEL, E_REJECT = range(4)  # fill: price, count, is taker, time, fee, count closed
 # rejection reasons (event a; b and c their numbers)
 R_NOTHING_TO_REDUCE, R_REDUCE_TOO_BIG, R_POST_ONLY, R_FILL_OR_KILL, R_CASH = range(5)
 
@@ -161,9 +161,9 @@ def _level_size(log, level_offsets, level_entries, side, price, cursor) -> int:
 
 # -- orders ------------------------------------------------------------------------------------
 @njit(**_KERNEL)
-def _event(state, events, kind, slot, a, b, c, d, e) -> None:
+def _event(state, events, kind, slot, a, b, c, d, e, f) -> None:
     row = events[state[EVENTS]]
-    row[0], row[1], row[2], row[3], row[4], row[5], row[6] = kind, slot, a, b, c, d, e
+    row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7] = kind, slot, a, b, c, d, e, f
     state[EVENTS] += 1
 
 
@@ -195,6 +195,7 @@ def _execute(state, orders, events, config, slot, price, count, is_taker, now) -
         direction, open_price = -1, ONE_DOLLAR - price
     cash = -amount
     left = count
+    closed = 0
     held_against = -state[POSITION] * direction
     if held_against > 0:
         closed = left if left < held_against else held_against
@@ -208,14 +209,14 @@ def _execute(state, orders, events, config, slot, price, count, is_taker, now) -
     order[O_FILLED] += count
     if order[O_FILLED] == order[O_COUNT]:
         order[O_STATUS] = EXECUTED
-    _event(state, events, E_FILL, slot, price, count, 1 if is_taker else 0, now, amount)
+    _event(state, events, E_FILL, slot, price, count, 1 if is_taker else 0, now, amount, closed)
 
 
 @njit(**_KERNEL)
 def _reject(state, orders, open_slots, resting, events, slot, reason, a, b) -> None:
     _close(state, open_slots, resting, slot)
     orders[slot, O_STATUS] = REJECTED
-    _event(state, events, E_REJECT, slot, reason, a, b, state[NOW], 0)
+    _event(state, events, E_REJECT, slot, reason, a, b, state[NOW], 0, 0)
 
 
 @njit(**_KERNEL)
@@ -326,7 +327,7 @@ def _activate(
         _close(state, open_slots, resting, slot)
     elif order[O_TIF] == GTC:
         order[O_STATUS] = RESTING_STATUS
-        _event(state, events, E_REST, slot, 0, 0, 0, 0, 0)
+        _event(state, events, E_REST, slot, 0, 0, 0, 0, 0, 0)
         level = _level_size(log, level_offsets, level_entries, side, price, cursor)
         ahead = level
         if state[TAKEN]:
@@ -337,7 +338,7 @@ def _activate(
     else:
         _close(state, open_slots, resting, slot)
         order[O_STATUS] = CANCELED
-        _event(state, events, E_CANCEL, slot, 0, 0, 0, 0, 0)
+        _event(state, events, E_CANCEL, slot, 0, 0, 0, 0, 0, 0)
 
 
 # -- the market log past our resting orders ------------------------------------------------------
@@ -471,7 +472,7 @@ def cancel_everything(state, orders, open_slots, resting, events) -> None:
         slot = open_slots[0]
         _close(state, open_slots, resting, slot)
         orders[slot, O_STATUS] = CANCELED
-        _event(state, events, E_CANCEL, slot, 0, 0, 0, 0, 0)
+        _event(state, events, E_CANCEL, slot, 0, 0, 0, 0, 0, 0)
 
 
 @njit(**_KERNEL)
@@ -524,7 +525,7 @@ def advance(
                 if status <= RESTING_STATUS:
                     _close(state, open_slots, resting, slot)
                     orders[slot, O_STATUS] = CANCELED
-                    _event(state, events, E_CANCEL, slot, 0, 0, 0, 0, 0)
+                    _event(state, events, E_CANCEL, slot, 0, 0, 0, 0, 0, 0)
             elif status <= RESTING_STATUS:  # not closed before it could take effect
                 _activate(state, orders, open_slots, resting, taken, events, config, times, log_offsets, log, bids,
                           level_offsets, level_entries, slot)  # fmt: skip
