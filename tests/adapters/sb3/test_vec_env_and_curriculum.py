@@ -28,6 +28,7 @@ def test_in_process_steps_exactly_as_dummy_vec_env(tapes):
         observations, rewards, dones, infos = ours.step_wait()
         expected = reference.step_wait()
         np.testing.assert_array_equal(observations, expected[0])
+        assert not np.shares_memory(observations, ours.buf_obs[None])  # a copy, as DummyVecEnv hands out
         np.testing.assert_array_equal(rewards, expected[1])
         np.testing.assert_array_equal(dones, expected[2])
         for info, reference_info in zip(infos, expected[3]):
@@ -56,6 +57,7 @@ def test_observation_normalize_is_vec_normalize_bit_for_bit(tapes, copies):
         observations, rewards, dones, infos = ours.step(actions)
         expected = reference.step(actions)
         np.testing.assert_array_equal(observations, expected[0])
+        assert not np.shares_memory(observations, ours.buf_obs[None])  # a copy, as DummyVecEnv hands out
         np.testing.assert_array_equal(rewards, expected[1])
         for info, reference_info in zip(infos, expected[3]):
             if "terminal_observation" in info:
