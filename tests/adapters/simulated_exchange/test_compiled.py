@@ -185,3 +185,18 @@ def test_an_order_too_large_for_64_bit_fee_arithmetic_is_refused(tapes):
     exchange.open_market(CompiledMarket(tapes[0]))
     with pytest.raises(ValueError, match="at most"):
         exchange.submit(OrderRequest(tapes[0].ticker, OrderSide.BID, ONE_DOLLAR // 2, 10**9, "c"), ts_ms=int(tapes[0].times[0]))
+
+
+def test_the_kernel_stays_inside_its_arrays(tmp_path):
+    """numba does not check indices: a wrong capacity would corrupt memory silently. Run this
+    module's side-by-side tests again with bounds checking compiled in (its own cache)."""
+    import os
+    import subprocess
+    import sys
+
+    environment = dict(os.environ, NUMBA_BOUNDSCHECK="1", NUMBA_CACHE_DIR=str(tmp_path))
+    finished = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", "not inside_its_arrays"],
+        env=environment, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert finished.returncode == 0, finished.stdout[-3000:] + finished.stderr[-3000:]
