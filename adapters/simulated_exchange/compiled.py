@@ -24,6 +24,7 @@ from adapters.simulated_exchange.exchange import (
 )
 from adapters.simulated_exchange.queue_models import RiskAverseQueueModel
 from adapters.simulated_exchange.replayed_market import ReplayedMarket
+from domain.actions import cash_required
 from domain.fees import FeeSchedule
 from domain.ledger import Ledger
 from domain.market_tape import MarketTape
@@ -124,8 +125,17 @@ class CompiledExchange:
         return self._orders[self._latest] if self._latest >= 0 else None
 
     def buying_power(self, ticker: str | None = None) -> int:
-        """Cash not reserved by open orders of other markets: there are none, one market here."""
-        return self.ledger.cash
+        """Cash not reserved by open orders -- other than ``ticker``'s, which a new order in
+        ``ticker`` would replace (so, with one market, all the cash when asked for it)."""
+        market = self._market
+        if market is None or ticker == market.ticker:
+            return self.ledger.cash
+        position = self.ledger.quantity(market.ticker)
+        reserved = sum(
+            cash_required(order.side, order.price, order.remaining, position, self.fees)
+            for order in self.open_orders(market.ticker)
+        )
+        return self.ledger.cash - reserved
 
     # -- requests ---------------------------------------------------------------------------
     def submit(self, request: OrderRequest, *, ts_ms: int) -> Order:

@@ -232,6 +232,17 @@ def _reserved_by_others(state, orders, open_slots, config, slot) -> int:
 
 
 @njit(**_KERNEL)
+def _set_level(candidates, found, price, size) -> int:
+    """Set ``price``'s size among ``candidates[:found]``, adding it if new; returns the new count."""
+    for known in range(found):
+        if candidates[known, 0] == price:
+            candidates[known, 1] = size
+            return found
+    candidates[found, 0], candidates[found, 1] = price, size
+    return found + 1
+
+
+@njit(**_KERNEL)
 def _activate(
     state, orders, open_slots, resting, taken, events, config,
     times, log_offsets, log, bids, level_offsets, level_entries, slot,
@@ -249,25 +260,17 @@ def _activate(
     start = log_offsets[row + 1]
     candidates = np.empty((depth + cursor - start, 2), np.int64)
     found = 0
-    for level in range(depth):
+    for level in range(depth):  # the row's levels, best first (an empty slot, -1, is below any)
         q = bids[row, other, level, 0]
-        if q < 0 or q < lowest:
+        if q < lowest:
             break
         candidates[found, 0], candidates[found, 1] = q, bids[row, other, level, 1]
         found += 1
     for index in range(start, cursor):
         if log[L_KIND, index] == other and log[L_PRICE, index] >= lowest:
-            q, size = log[L_PRICE, index], log[L_COUNT, index]
-            if not size:
-                size = -1  # gone (a level of size 0 can only come from the row)
-            for known in range(found + 1):
-                if known == found:
-                    candidates[found, 0], candidates[found, 1] = q, size
-                    found += 1
-                    break
-                if candidates[known, 0] == q:
-                    candidates[known, 1] = size
-                    break
+            # a level removed by the log gets size -1 (a level of size 0 can only be the row's)
+            size = log[L_COUNT, index]
+            found = _set_level(candidates, found, log[L_PRICE, index], size if size else -1)
     # best (highest) first; levels the log removed have size -1
     for i in range(1, found):
         j = i

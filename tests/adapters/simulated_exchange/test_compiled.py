@@ -157,6 +157,8 @@ def test_random_requests_have_the_same_outcome_on_either_exchange(tapes, seed):
         assert [_order(o) for o in compiled.open_orders(ticker)] == [_order(o) for o in reference.open_orders(ticker)]
         assert _order(compiled.latest_order(ticker)) == _order(reference.latest_order(ticker))
         assert compiled_ledger.snapshot() == reference_ledger.snapshot()
+        assert compiled.buying_power() == reference.buying_power()
+        assert compiled.buying_power(ticker) == reference.buying_power(ticker)
     result = tape.result or Side.YES
     assert compiled.settle(ticker, result) == reference.settle(ticker, result)
     assert compiled_ledger.snapshot() == reference_ledger.snapshot()
