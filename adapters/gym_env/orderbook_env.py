@@ -23,9 +23,12 @@ and are counted in ``info``. A legal order can still be refused when it takes ef
 position or cash changed while it travelled); those are counted too. The observation never
 names a market: one model trades them all. How the exchange fills (latency, queue model,
 consumed-liquidity refill) is its :class:`~adapters.simulated_exchange.ExchangeConfig`, the
-``exchange`` argument. Episodes are drawn with the environment's seeded generator (which also
-seeds the exchange's); ``reset(options={"episode": k})`` picks tape ``k`` instead (evaluation
-walks the tapes that way).
+``exchange`` argument; the rules are carried out by the compiled exchange
+(:mod:`adapters.simulated_exchange.compiled`) whenever it supports the configuration -- the
+risk-averse queue model -- and by the reference :class:`SimulatedExchange` otherwise, with the
+same results (``compiled=True``/``False`` forces one). Episodes are drawn with the
+environment's seeded generator (which also seeds the exchange's); ``reset(options={"episode":
+k})`` picks tape ``k`` instead (evaluation walks the tapes that way).
 
 The observation is assembled by :class:`domain.features.ObservationBuilder` from the tape's
 precomputed market rows -- the same builder, fed the same way, as the live actor's
@@ -197,8 +200,10 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
         self._last_row = tape.steps - 1
         self._row = 0
         self._ledger = Ledger(self.initial_cash)
-        # The exchange draws from its own generator (the probabilistic queue model), seeded here.
+        # The exchange draws from its own generator (the probabilistic queue model), seeded here;
+        # drawn either way, so the episodes a seed picks do not depend on which exchange runs them.
         rng = random.Random(int(self.np_random.integers(2**63)))
+        self._exchange: SimulatedExchange | CompiledExchange
         if self._compiled:
             self._exchange = CompiledExchange(self._ledger, self.fees, config=self.exchange_config)
             self._exchange.open_market(rows.compiled_market(tape))
