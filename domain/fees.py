@@ -19,7 +19,7 @@ RATE_SCALE = 10_000  # rates are parts per ten thousand: 700 is 7%
 
 # rate/RATE_SCALE x count/COUNT_SCALE x price/PRICE_SCALE x (1 - price)/PRICE_SCALE dollars,
 # x MONEY_SCALE for micro-dollars: one exact integer division by this.
-_FEE_DENOMINATOR = RATE_SCALE * COUNT_SCALE * PRICE_SCALE * PRICE_SCALE // MONEY_SCALE
+FEE_DENOMINATOR = RATE_SCALE * COUNT_SCALE * PRICE_SCALE * PRICE_SCALE // MONEY_SCALE
 
 KALSHI_TAKER_RATE = 700
 KALSHI_MAKER_RATE = 175
@@ -91,9 +91,9 @@ class FeeSchedule:
         if not (type(count) is int and type(price) is int and count >= 0 and 0 <= price <= ONE_DOLLAR):
             _check_fee_inputs(count, price)
         rate = self.taker_rate if is_taker else self.maker_rate
-        exact = rate * count * price * (ONE_DOLLAR - price)  # in 1/_FEE_DENOMINATOR micro-dollars
+        exact = rate * count * price * (ONE_DOLLAR - price)  # in 1/FEE_DENOMINATOR micro-dollars
         step = self.fee_increment_micros
-        fee = -(-exact // (_FEE_DENOMINATOR * step)) * step  # ceil to $0.0001
+        fee = -(-exact // (FEE_DENOMINATOR * step)) * step  # ceil to $0.0001
         step = self.account_increment_micros
         return -(-fee // step) * step  # then ceil to the account's precision
 

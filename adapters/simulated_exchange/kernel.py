@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from domain.fees import _FEE_DENOMINATOR
+from domain.fees import FEE_DENOMINATOR
 from domain.values import LADDER_SIZE, ONE_DOLLAR
 
 HALF_DOLLAR = ONE_DOLLAR // 2
@@ -60,7 +60,7 @@ E_FILL, E_REST, E_CANCEL, E_REJECT = range(4)  # fill: price, count, is taker, t
 # rejection reasons (event a; b and c their numbers)
 R_NOTHING_TO_REDUCE, R_REDUCE_TOO_BIG, R_POST_ONLY, R_FILL_OR_KILL, R_CASH = range(5)
 
-_KERNEL = {"cache": True, "nogil": True}
+_KERNEL = {"cache": True}  # compiled once, kept beside the module (__pycache__)
 
 
 @njit(**_KERNEL)
@@ -91,7 +91,7 @@ def fee(config: np.ndarray, count: int, price: int, is_taker: bool) -> int:
     rate = config[C_TAKER] if is_taker else config[C_MAKER]
     exact = rate * count * price * (ONE_DOLLAR - price)
     step = config[C_FEE_STEP]
-    amount = -(-exact // (_FEE_DENOMINATOR * step)) * step
+    amount = -(-exact // (FEE_DENOMINATOR * step)) * step
     step = config[C_ACCOUNT_STEP]
     return -(-amount // step) * step
 
