@@ -31,9 +31,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from domain.fees import FEE_DENOMINATOR
-from domain.values import LADDER_SIZE, ONE_DOLLAR
+from domain import fees, values
 
+# The domain's constants, written out: numba's on-disk cache watches this file only, so a constant
+# read from another module could change without the cached machine code noticing. Checked here.
+ONE_DOLLAR = 10_000
+LADDER_SIZE = 10_001
+FEE_DENOMINATOR = 100_000_000
+if (ONE_DOLLAR, LADDER_SIZE, FEE_DENOMINATOR) != (values.ONE_DOLLAR, values.LADDER_SIZE, fees.FEE_DENOMINATOR):
+    raise ImportError("domain units changed: update the constants of adapters/simulated_exchange/kernel.py")
 HALF_DOLLAR = ONE_DOLLAR // 2
 
 # state
