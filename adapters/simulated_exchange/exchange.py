@@ -46,6 +46,11 @@ orders the way Kalshi's matching engine would have, as far as the recording can 
 One order book per market, one account. Orders are refused at effect time with a reason in
 :attr:`SimulatedExchange.rejections`; programming errors (an unknown market, time running
 backwards) raise :class:`ExchangeError` at once.
+
+This is the reference implementation. The training environment runs the same rules compiled
+(:mod:`~adapters.simulated_exchange.kernel`, one market, the risk-averse queue model): a change
+to a rule here goes there too, and ``tests/adapters/simulated_exchange/test_compiled.py`` says
+whether the two still agree.
 """
 
 from __future__ import annotations
