@@ -51,7 +51,7 @@ import numpy as np
 from gymnasium import spaces
 
 from adapters.simulated_exchange import ExchangeConfig, ReplayedMarket, SimulatedExchange
-from adapters.simulated_exchange.compiled import CompiledExchange, CompiledMarket, supports
+from adapters.simulated_exchange.compiled import CompiledExchange, CompiledMarket, check_supported, supports
 from domain.actions import ActionConfig, ActionDecoder
 from domain.features import FEATURE_BOUND, OBSERVATION_SIZE, ObservationBuilder
 from domain.fees import FeeSchedule
@@ -136,8 +136,8 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
         self.exchange_config = exchange or ExchangeConfig()
         # The compiled exchange when it carries out this configuration; the reference otherwise.
         self._compiled = compiled if compiled is not None else supports(self.exchange_config)
-        if self._compiled and not supports(self.exchange_config):
-            raise ValueError(f"the compiled exchange has no {self.exchange_config.queue_model.name} queue model")
+        if self._compiled:
+            check_supported(self.exchange_config)
         self.render_mode = render_mode
         self.decoder = ActionDecoder(self.action_config, self.fees)
         self.observation_builder = ObservationBuilder(

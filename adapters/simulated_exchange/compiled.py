@@ -16,11 +16,22 @@ import numpy as np
 
 from adapters.simulated_exchange import kernel as k
 from adapters.simulated_exchange.exchange import (
+    CASH_SHORT,
+    FILL_OR_KILL_SHORT,
+    NOTHING_TO_REDUCE,
+    POST_ONLY_CROSSES,
+    REDUCE_TOO_BIG,
     ExchangeConfig,
     ExchangeError,
     Execution,
     Rejection,
     Settlement,
+    book_fill,
+    pending_order,
+    refusal_reason,
+    settle_market,
+    too_early,
+    unknown_market,
 )
 from adapters.simulated_exchange.queue_models import RiskAverseQueueModel
 from adapters.simulated_exchange.replayed_market import ReplayedMarket
@@ -28,13 +39,15 @@ from domain.actions import cash_required
 from domain.fees import FeeSchedule
 from domain.ledger import Ledger
 from domain.market_tape import MarketTape
-from domain.orders import Fill, Order, OrderRequest, OrderSide, OrderStatus, TimeInForce
+from domain.orders import Order, OrderRequest, OrderSide, OrderStatus, TimeInForce
 from domain.values import LADDER_SIZE, Side
 
 _BID = OrderSide.BID
 _PENDING, _RESTING, _REJECTED = OrderStatus.PENDING, OrderStatus.RESTING, OrderStatus.REJECTED
 _TIME_IN_FORCE = {TimeInForce.GOOD_TILL_CANCELED: k.GTC, TimeInForce.IMMEDIATE_OR_CANCEL: k.IOC,
                   TimeInForce.FILL_OR_KILL: k.FOK}  # fmt: skip
+_REFUSALS = {k.R_NOTHING_TO_REDUCE: NOTHING_TO_REDUCE, k.R_REDUCE_TOO_BIG: REDUCE_TOO_BIG,
+             k.R_POST_ONLY: POST_ONLY_CROSSES, k.R_FILL_OR_KILL: FILL_OR_KILL_SHORT, k.R_CASH: CASH_SHORT}  # fmt: skip
 # Counts above this could overflow the kernel's 64-bit fee arithmetic (rate x count x P x (1 - P)).
 MAX_COUNT = 10**7
 
@@ -43,6 +56,11 @@ def supports(config: ExchangeConfig) -> bool:
     """Whether the compiled exchange carries out ``config`` (the probabilistic queue model draws
     from Python's generator and stays in :class:`SimulatedExchange`)."""
     return isinstance(config.queue_model, RiskAverseQueueModel)
+
+
+def check_supported(config: ExchangeConfig) -> None:
+    if not supports(config):
+        raise ValueError(f"the compiled exchange has no {config.queue_model.name} queue model")
 
 
 class CompiledMarket:
@@ -79,8 +97,7 @@ class CompiledExchange:
         self.ledger = ledger
         self.fees = fees
         self.config = config or ExchangeConfig()
-        if not supports(self.config):
-            raise ValueError(f"the compiled exchange has no {self.config.queue_model.name} queue model")
+        check_supported(self.config)
         self.id_prefix = id_prefix
         self.rejections: list[Rejection] = []
         refill = self.config.liquidity_refill_ms
@@ -121,7 +138,7 @@ class CompiledExchange:
     def latest_order(self, ticker: str) -> Order | None:
         market = self._market
         if market is None or ticker != market.ticker:
-            raise self._unknown(ticker)
+            raise unknown_market(ticker)
         return self._orders[self._latest] if self._latest >= 0 else None
 
     def buying_power(self, ticker: str | None = None) -> int:
@@ -141,23 +158,13 @@ class CompiledExchange:
     def submit(self, request: OrderRequest, *, ts_ms: int) -> Order:
         market = self._market
         if market is None or request.ticker != market.ticker:
-            raise self._unknown(request.ticker)
+            raise unknown_market(request.ticker)
         if request.count > MAX_COUNT:
             raise ExchangeError(f"order for {request.count} count units: the compiled exchange takes at most {MAX_COUNT}")
         slot = len(self._orders)
         if slot >= len(self._order_rows) or self._requests_sent >= len(self._request_rows):
             self._reserve(slot + 1, 1)
-        order = Order(
-            f"{self.id_prefix}-order-{slot + 1}",
-            request.client_order_id,
-            request.ticker,
-            request.side,
-            request.price,
-            request.count,
-            ts_ms,
-            request.time_in_force,
-            status=_PENDING,
-        )
+        order = pending_order(request, f"{self.id_prefix}-order-{slot + 1}", ts_ms)
         sent = k.submit(
             self._state, self._order_rows, self._open, self._request_rows, self._config,
             0 if request.side is _BID else 1, request.price, request.count,
@@ -196,7 +203,7 @@ class CompiledExchange:
     def advance(self, ticker: str, row: int) -> list[Execution]:
         market = self._market
         if market is None or ticker != market.ticker:
-            raise self._unknown(ticker)
+            raise unknown_market(ticker)
         if not self._row <= row <= market.last_row:
             raise ExchangeError(f"{ticker}: cannot advance from row {self._row} to row {row}")
         if self._latest < 0:  # no open order, so nothing of ours in the market: the replay jumps
@@ -226,12 +233,7 @@ class CompiledExchange:
         k.cancel_everything(self._state, self._order_rows, self._open, self._resting, self._events_for_settle())
         self._carry_out(self._events[: self._state[k.EVENTS]].tolist())
         self._latest = -1
-        position = self.ledger.position(ticker)
-        closed = abs(position.quantity)
-        realized_before = position.realized_pnl
-        payout = self.ledger.settle(ticker, result)
-        realized = self.ledger.position(ticker).realized_pnl - realized_before
-        return Settlement(ticker, result, payout, closed, realized)
+        return settle_market(self.ledger, ticker, result)
 
     # -- internals --------------------------------------------------------------------------
     def _carry_out(self, events: list[list[int]]) -> list[Execution]:
@@ -243,32 +245,16 @@ class CompiledExchange:
             order = orders[slot]
             if kind == k.E_FILL:
                 self._fills += 1
-                fill = Fill(
-                    f"{self.id_prefix}-fill-{self._fills}", order.order_id, order.ticker, order.side, a, b, e, c == 1, d
-                )
-                realized = ledger.apply_fill(fill)
-                order.record_fill(b)
-                executions.append(Execution(fill, closed, realized))
+                fill_id = f"{self.id_prefix}-fill-{self._fills}"
+                executions.append(book_fill(ledger, order, fill_id, a, b, e, c == 1, d, closed))
             elif kind == k.E_REST:
                 order.status = _RESTING
             elif kind == k.E_CANCEL:
                 order.cancel()
             else:
                 order.status = _REJECTED
-                self.rejections.append(Rejection(order, self._reason(order, a, b, c), d))
+                self.rejections.append(Rejection(order, refusal_reason(_REFUSALS[a], order, b, c), d))
         return executions
-
-    @staticmethod
-    def _reason(order: Order, reason: int, a: int, b: int) -> str:
-        if reason == k.R_NOTHING_TO_REDUCE:
-            return "reduce-only order with no position to reduce"
-        if reason == k.R_REDUCE_TOO_BIG:
-            return f"reduce-only order for {order.count} exceeds the position of {a}"
-        if reason == k.R_POST_ONLY:
-            return "post-only order would cross the book"
-        if reason == k.R_FILL_OR_KILL:
-            return f"fill-or-kill order for {order.count} sees only {a} to take"
-        return f"needs {a} micro-dollars, has {b} to spend"
 
     def _events_for_settle(self) -> np.ndarray:
         self._state[k.EVENTS] = 0
@@ -288,18 +274,10 @@ class CompiledExchange:
 
     def _check(self, ticker: str) -> None:
         if self._market is None or ticker != self._market.ticker:
-            raise self._unknown(ticker)
-
-    @staticmethod
-    def _unknown(ticker: str) -> ExchangeError:
-        return ExchangeError(f"market {ticker} is not being replayed; open_market() it first")
+            raise unknown_market(ticker)
 
     def _too_early(self, ticker: str, ts_ms: int) -> ExchangeError:
-        clock = max(int(self._state[k.SENT]), int(self._state[k.NOW]))
-        return ExchangeError(
-            f"{ticker}: a request sent at {ts_ms} ms is earlier than the market's clock "
-            f"({clock} ms): requests must be sent in time order"
-        )
+        return too_early(ticker, ts_ms, max(int(self._state[k.SENT]), int(self._state[k.NOW])))
 
     def _sending(self, ticker: str, ts_ms: int) -> None:
         self._check(ticker)

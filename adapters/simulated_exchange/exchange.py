@@ -130,6 +130,72 @@ class Settlement:
     realized_pnl: int  # payout minus what the settled contracts cost
 
 
+def pending_order(request: OrderRequest, order_id: str, ts_ms: int) -> Order:
+    """The order ``request`` becomes when sent at ``ts_ms``: ``PENDING`` until it takes effect."""
+    return Order(
+        order_id,
+        request.client_order_id,
+        request.ticker,
+        request.side,
+        request.price,
+        request.count,
+        ts_ms,
+        request.time_in_force,
+        status=_PENDING,
+    )
+
+
+def book_fill(
+    ledger: Ledger, order: Order, fill_id: str, price: int, count: int, fee: int, is_taker: bool, ts_ms: int,
+    closed: int | None = None,
+) -> Execution:  # fmt: skip
+    """A fill of ``order``, booked in ``ledger``; ``closed``, how much of it closes the position,
+    is asked of the ledger unless the caller knows it already."""
+    fill = Fill(fill_id, order.order_id, order.ticker, order.side, price, count, fee, is_taker, ts_ms)
+    if closed is None:
+        closed = ledger.closing_count(fill)
+    realized = ledger.apply_fill(fill)
+    order.record_fill(count)
+    return Execution(fill, closed, realized)
+
+
+def settle_market(ledger: Ledger, ticker: str, result: Side) -> Settlement:
+    """Pay ``ticker``'s position out through ``ledger`` (its orders already cancelled)."""
+    position = ledger.position(ticker)
+    closed = abs(position.quantity)
+    realized_before = position.realized_pnl
+    payout = ledger.settle(ticker, result)
+    realized = ledger.position(ticker).realized_pnl - realized_before
+    return Settlement(ticker, result, payout, closed, realized)
+
+
+# Why an order is refused when it takes effect: the refusal's kind and its numbers.
+NOTHING_TO_REDUCE, REDUCE_TOO_BIG, POST_ONLY_CROSSES, FILL_OR_KILL_SHORT, CASH_SHORT = range(5)
+
+
+def refusal_reason(kind: int, order: Order, a: int = 0, b: int = 0) -> str:
+    if kind == NOTHING_TO_REDUCE:
+        return "reduce-only order with no position to reduce"
+    if kind == REDUCE_TOO_BIG:
+        return f"reduce-only order for {order.count} exceeds the position of {a}"
+    if kind == POST_ONLY_CROSSES:
+        return "post-only order would cross the book"
+    if kind == FILL_OR_KILL_SHORT:
+        return f"fill-or-kill order for {order.count} sees only {a} to take"
+    return f"needs {a} micro-dollars, has {b} to spend"
+
+
+def unknown_market(ticker: str) -> ExchangeError:
+    return ExchangeError(f"market {ticker} is not being replayed; open_market() it first")
+
+
+def too_early(ticker: str, ts_ms: int, clock_ms: int) -> ExchangeError:
+    return ExchangeError(
+        f"{ticker}: a request sent at {ts_ms} ms is earlier than the market's clock "
+        f"({clock_ms} ms): requests must be sent in time order"
+    )
+
+
 # What a request does (plain ints: compared on every request carried out).
 _NEW = 0
 _CANCEL = 1
@@ -321,12 +387,7 @@ class SimulatedExchange:
         for order in list(replay.open):
             self._close(replay, order)
             order.cancel()
-        position = self.ledger.position(ticker)
-        closed = abs(position.quantity)
-        realized_before = position.realized_pnl
-        payout = self.ledger.settle(ticker, result)
-        realized = self.ledger.position(ticker).realized_pnl - realized_before
-        return Settlement(ticker, result, payout, closed, realized)
+        return settle_market(self.ledger, ticker, result)
 
     # -- carrying out requests --------------------------------------------------------------
     def _carry_out(self, replay: _Replay, request: _Request, executions: list[Execution]) -> None:
@@ -389,19 +450,19 @@ class SimulatedExchange:
         position = self.ledger.quantity(order.ticker)
         problem = None
         if request.reduce_only and (position >= 0 if is_bid else position <= 0):
-            problem = "reduce-only order with no position to reduce"
+            problem = refusal_reason(NOTHING_TO_REDUCE, order)
         elif request.reduce_only and order.count > abs(position):
-            problem = f"reduce-only order for {order.count} exceeds the position of {abs(position)}"
+            problem = refusal_reason(REDUCE_TOO_BIG, order, abs(position))
         elif request.post_only and levels:
-            problem = "post-only order would cross the book"
+            problem = refusal_reason(POST_ONLY_CROSSES, order)
         elif order.time_in_force is _FILL_OR_KILL and available < order.count:
-            problem = f"fill-or-kill order for {order.count} sees only {available} to take"
+            problem = refusal_reason(FILL_OR_KILL_SHORT, order, available)
         else:
             spendable = self.ledger.cash - self._reserved_by_others(order)
             if spendable < self._dearest(order.count):  # else affordable whatever the price and position
                 required = cash_required(order.side, order.price, order.count, position, self.fees)
                 if required > spendable:
-                    problem = f"needs {required} micro-dollars, has {spendable} to spend"
+                    problem = refusal_reason(CASH_SHORT, order, required, spendable)
         if problem is not None:
             self._reject(replay, order, problem)
             return
@@ -485,16 +546,13 @@ class SimulatedExchange:
     def _replay(self, ticker: str) -> _Replay:
         replay = self._replays.get(ticker)
         if replay is None:
-            raise ExchangeError(f"market {ticker} is not being replayed; open_market() it first")
+            raise unknown_market(ticker)
         return replay
 
     def _sending(self, ticker: str, ts_ms: int) -> _Replay:
         replay = self._replay(ticker)
         if ts_ms < replay.sent_ms or ts_ms < replay.now:
-            raise ExchangeError(
-                f"{ticker}: a request sent at {ts_ms} ms is earlier than the market's clock "
-                f"({max(replay.sent_ms, replay.now)} ms): requests must be sent in time order"
-            )
+            raise too_early(ticker, ts_ms, max(replay.sent_ms, replay.now))
         replay.sent_ms = ts_ms
         return replay
 
@@ -509,37 +567,14 @@ class SimulatedExchange:
 
     def _new_order(self, request: OrderRequest, ts_ms: int) -> Order:
         self._orders += 1
-        order = Order(
-            f"{self.id_prefix}-order-{self._orders}",
-            request.client_order_id,
-            request.ticker,
-            request.side,
-            request.price,
-            request.count,
-            ts_ms,
-            request.time_in_force,
-            status=_PENDING,
-        )
+        order = pending_order(request, f"{self.id_prefix}-order-{self._orders}", ts_ms)
         self._requests[order.order_id] = request
         return order
 
     def _execute(self, order: Order, price: int, count: int, is_taker: bool, ts_ms: int) -> Execution:
         self._fills += 1
-        fill = Fill(
-            f"{self.id_prefix}-fill-{self._fills}",
-            order.order_id,
-            order.ticker,
-            order.side,
-            price,
-            count,
-            self._fee(count, price, is_taker),
-            is_taker,
-            ts_ms,
-        )
-        closed = self.ledger.closing_count(fill)
-        realized = self.ledger.apply_fill(fill)
-        order.record_fill(count)
-        return Execution(fill, closed, realized)
+        fill_id = f"{self.id_prefix}-fill-{self._fills}"
+        return book_fill(self.ledger, order, fill_id, price, count, self._fee(count, price, is_taker), is_taker, ts_ms)
 
     def _fee(self, count: int, price: int, is_taker: bool) -> int:
         """:meth:`FeeSchedule.fee`, remembered: fills repeat the same sizes and prices."""

@@ -174,20 +174,20 @@ def _event(state, events, kind, slot, a, b, c, d, e, f) -> None:
 
 
 @njit(**_KERNEL)
+def _remove(slots, count, slot) -> int:
+    """Take ``slot`` out of ``slots[:count]`` (keeping the order); returns the new count."""
+    for index in range(count):
+        if slots[index] == slot:
+            slots[index : count - 1] = slots[index + 1 : count]
+            return count - 1
+    return count
+
+
+@njit(**_KERNEL)
 def _close(state, open_slots, resting, slot) -> None:
     """The order leaves the book (filled, cancelled or refused)."""
-    count = state[OPEN]
-    for index in range(count):
-        if open_slots[index] == slot:
-            open_slots[index : count - 1] = open_slots[index + 1 : count]
-            state[OPEN] = count - 1
-            break
-    count = state[RESTING]
-    for index in range(count):
-        if resting[index] == slot:
-            resting[index : count - 1] = resting[index + 1 : count]
-            state[RESTING] = count - 1
-            break
+    state[OPEN] = _remove(open_slots, state[OPEN], slot)
+    state[RESTING] = _remove(resting, state[RESTING], slot)
 
 
 @njit(**_KERNEL)
