@@ -63,7 +63,7 @@ class TimedTrainer(Sb3Trainer):
 
 
 def run_once(tapes: list, options: TrainingOptions, timesteps: int, seed: int) -> tuple[float, dict[str, float]]:
-    trainer = TimedTrainer(EnvironmentSettings().make_environment, options)
+    trainer = TimedTrainer(EnvironmentSettings().make_training_environment, options)
     started = time.perf_counter()
     trainer.train(tapes, total_timesteps=timesteps, seed=seed)
     elapsed = time.perf_counter() - started

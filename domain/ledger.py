@@ -216,15 +216,24 @@ class Ledger:
                 f"fill {fill.fill_id}: fee must not be negative, got {fill.fee} micro-dollars"
             )
         position = self._positions.get(fill.ticker)
-        if position is None:
-            position = self._positions[fill.ticker] = Position(fill.ticker)
-        elif position.settled is not None:
+        if position is not None and position.settled is not None:
             raise LedgerError(
                 f"fill {fill.fill_id}: market {fill.ticker} has already settled {position.settled.name}"
             )
-        cash, realized = position.apply(fill.side, fill.price, fill.count, fill.fee)
+        return self.book(fill.ticker, fill.side, fill.price, fill.count, fill.fee)
+
+    def book(self, ticker: str, side: OrderSide, price: int, count: int, fee: int) -> int:
+        """Book an execution given as its terms, which the caller has validated (the simulated
+        exchange's fills, in training, without building a :class:`Fill` for each); returns the
+        realised P&L. :meth:`apply_fill` checks a fill and books it through here."""
+        position = self._positions.get(ticker)
+        if position is None:
+            position = self._positions[ticker] = Position(ticker)
+        elif position.settled is not None:
+            raise LedgerError(f"market {ticker} has already settled {position.settled.name}")
+        cash, realized = position.apply(side, price, count, fee)
         self.cash += cash
-        self.fees_paid += fill.fee
+        self.fees_paid += fee
         self.trades += 1
         return realized
 

@@ -70,7 +70,12 @@ class EnvironmentSettings:
             liquidity_refill_ms=self.liquidity_refill_ms,
         )
 
-    def make_environment(self, tapes: Sequence[MarketTape]) -> OrderbookEnv:
+    def make_training_environment(self, tapes: Sequence[MarketTape]) -> OrderbookEnv:
+        """The environment without step details (each step's Order and Fill objects): training
+        reads rewards, observations and masks only, and builds no objects it would not read."""
+        return self.make_environment(tapes, step_details=False)
+
+    def make_environment(self, tapes: Sequence[MarketTape], *, step_details: bool = True) -> OrderbookEnv:
         return OrderbookEnv(
             tapes,
             actions=ActionConfig(
@@ -83,6 +88,7 @@ class EnvironmentSettings:
             reward=RewardFunction(self.reward_scale, self.inventory_penalty),
             initial_cash=self.initial_cash_dollars * MONEY_SCALE,
             exchange=self.exchange_config(),
+            step_details=step_details,
         )
 
     def fill_probes(self, queue_models: Sequence[str], *, seed: int = 0) -> list[SimulatedFillProbe]:
@@ -94,7 +100,7 @@ def sb3_trainer(environment: EnvironmentSettings, *, algorithm: str = "ppo", **o
     """The trainer on ``environment``; ``options`` are :class:`~adapters.sb3.TrainingOptions` fields."""
     from adapters.sb3.trainer import Sb3Trainer  # torch loads here, when a command trains or acts
 
-    return Sb3Trainer(environment.make_environment, TrainingOptions(algorithm=algorithm, **options))
+    return Sb3Trainer(environment.make_training_environment, TrainingOptions(algorithm=algorithm, **options))
 
 
 def synthetic_session_feed(

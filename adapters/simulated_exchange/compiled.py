@@ -27,6 +27,7 @@ from adapters.simulated_exchange.exchange import (
     Rejection,
     Settlement,
     book_fill,
+    book_terms,
     pending_order,
     refusal_reason,
     settle_market,
@@ -201,6 +202,15 @@ class CompiledExchange:
 
     # -- time -------------------------------------------------------------------------------
     def advance(self, ticker: str, row: int) -> list[Execution]:
+        return self._advance(ticker, row, True)  # type: ignore[return-value]
+
+    def advance_booking(self, ticker: str, row: int) -> list[tuple[int, int, int]]:
+        """:meth:`advance`, returning each fill as ``(fee, closed, realized_pnl)`` instead of an
+        :class:`Execution` (no :class:`~domain.orders.Fill` is built; the ledger and the orders
+        change the same way): what training needs, at a third of the cost a fill."""
+        return self._advance(ticker, row, False)  # type: ignore[return-value]
+
+    def _advance(self, ticker: str, row: int, detailed: bool) -> list[Execution] | list[tuple[int, int, int]]:
         market = self._market
         if market is None or ticker != market.ticker:
             raise unknown_market(ticker)
@@ -226,27 +236,33 @@ class CompiledExchange:
                 break
             self._events = np.zeros((-2 * count, k.EVENT_FIELDS), dtype=np.int64)  # room, and again
         self._row = row
-        return self._carry_out(self._events[:count].tolist()) if count else []
+        return self._carry_out(self._events[:count].tolist(), detailed) if count else []
 
     def settle(self, ticker: str, result: Side) -> Settlement:
         self._check(ticker)
         k.cancel_everything(self._state, self._order_rows, self._open, self._resting, self._events_for_settle())
-        self._carry_out(self._events[: self._state[k.EVENTS]].tolist())
+        self._carry_out(self._events[: self._state[k.EVENTS]].tolist(), True)
         self._latest = -1
         return settle_market(self.ledger, ticker, result)
 
     # -- internals --------------------------------------------------------------------------
-    def _carry_out(self, events: list[list[int]]) -> list[Execution]:
+    def _carry_out(
+        self, events: list[list[int]], detailed: bool
+    ) -> list[Execution] | list[tuple[int, int, int]]:
         """Turn the kernel's events into the orders' changes, fills booked in the ledger, and
-        rejections -- in the order they happened, as :class:`SimulatedExchange` makes them."""
-        executions: list[Execution] = []
+        rejections -- in the order they happened, as :class:`SimulatedExchange` makes them. Each
+        fill comes back as an :class:`Execution` (``detailed``) or ``(fee, closed, realized)``."""
+        executions: list = []
         orders, ledger = self._orders, self.ledger
         for kind, slot, a, b, c, d, e, closed in events:
             order = orders[slot]
             if kind == k.E_FILL:
-                self._fills += 1
-                fill_id = f"{self.id_prefix}-fill-{self._fills}"
-                executions.append(book_fill(ledger, order, fill_id, a, b, e, c == 1, d, closed))
+                self._fills += 1  # numbered alike either way: a later detailed fill's id is the same
+                if detailed:
+                    fill_id = f"{self.id_prefix}-fill-{self._fills}"
+                    executions.append(book_fill(ledger, order, fill_id, a, b, e, c == 1, d, closed))
+                else:
+                    executions.append((e, closed, book_terms(ledger, order, a, b, e)))
             elif kind == k.E_REST:
                 order.status = _RESTING
             elif kind == k.E_CANCEL:

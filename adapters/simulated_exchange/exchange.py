@@ -159,6 +159,14 @@ def book_fill(
     return Execution(fill, closed, realized)
 
 
+def book_terms(ledger: Ledger, order: Order, price: int, count: int, fee: int) -> int:
+    """:func:`book_fill` without the :class:`Fill`: the exchange's own fill of ``order`` booked
+    in ``ledger`` from its terms; returns the realised P&L."""
+    realized = ledger.book(order.ticker, order.side, price, count, fee)
+    order.record_fill(count)
+    return realized
+
+
 def settle_market(ledger: Ledger, ticker: str, result: Side) -> Settlement:
     """Pay ``ticker``'s position out through ``ledger`` (its orders already cancelled)."""
     position = ledger.position(ticker)
@@ -379,6 +387,11 @@ class SimulatedExchange:
             self._carry_out(replay, request, executions)
         replay.row = row
         return executions
+
+    def advance_booking(self, ticker: str, row: int) -> list[tuple[int, int, int]]:
+        """:meth:`advance`, each fill given as ``(fee, closed, realized_pnl)`` (the compiled
+        exchange's lean form, which training asks for; here, the executions' numbers)."""
+        return [(execution.fill.fee, execution.closed, execution.realized_pnl) for execution in self.advance(ticker, row)]
 
     def settle(self, ticker: str, result: Side) -> Settlement:
         """The market resolved: cancel its orders and pay out through the ledger."""

@@ -193,6 +193,18 @@ def test_a_settled_market_takes_no_more_fills_or_settlements(ledger):
         ledger.settle("MKT", Side.NO)
 
 
+def test_booking_from_terms_is_applying_the_fill():
+    fills = [fill(BID, "0.40", "10", fee="0.17"), fill(ASK, "0.55", "4", fee="0.07"), fill(ASK, "0.30", "12")]
+    applied, booked = Ledger(dollars("100")), Ledger(dollars("100"))
+    for each in fills:
+        realized = applied.apply_fill(each)
+        assert booked.book(each.ticker, each.side, each.price, each.count, each.fee) == realized
+        assert booked.snapshot() == applied.snapshot()
+    booked.settle("MKT", Side.NO)
+    with pytest.raises(LedgerError, match="MKT has already settled NO"):
+        booked.book("MKT", BID, parse_price("0.40"), ONE_CONTRACT, 0)
+
+
 def test_marking_positions(ledger):
     ledger.apply_fill(fill(BID, "0.40", "10", ticker="A"))
     ledger.apply_fill(fill(ASK, "0.45", "10", ticker="B"))  # 10 NO at 0.55

@@ -62,21 +62,29 @@ CONFIGS = {
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_the_environment_steps_identically_on_either_exchange(tapes, name):
+    """And without step details (as training runs it: fills booked from their terms), the same."""
     kwargs, _ = CONFIGS[name]
     compiled, reference = OrderbookEnv(tapes, compiled=True, **kwargs), OrderbookEnv(tapes, compiled=False, **kwargs)
+    lean = OrderbookEnv(tapes, compiled=True, step_details=False, **kwargs)
     rng = np.random.default_rng(5)
     _, info = compiled.reset(seed=9)
     _, reference_info = reference.reset(seed=9)
+    _, lean_info = lean.reset(seed=9)
     episodes = 0
     for _ in range(6_000):
         mask = info["action_mask"]
         np.testing.assert_array_equal(mask, reference_info["action_mask"])
+        np.testing.assert_array_equal(mask, lean_info["action_mask"])
         legal = np.flatnonzero(mask)
         action = int(legal[rng.integers(len(legal))]) if rng.random() < 0.9 else int(rng.integers(len(mask)))
         observation, reward, terminated, truncated, info = compiled.step(action)
         expected, reference_reward, *ends, reference_info = reference.step(action)
+        lean_observation, *lean_outcome, lean_info = lean.step(action)
         np.testing.assert_array_equal(observation, expected)
-        assert (reward, terminated, truncated) == (reference_reward, *ends)
+        np.testing.assert_array_equal(lean_observation, expected)
+        assert (reward, terminated, truncated) == (reference_reward, *ends) == tuple(lean_outcome)
+        assert "fills" not in lean_info and "order" not in lean_info
+        assert _order(lean.open_order) == _order(reference.open_order)
         assert [_order(f) for f in [info["order"]]] == [_order(f) for f in [reference_info["order"]]]
         assert [(f.fill_id, f.price, f.count, f.fee, f.is_taker, f.ts_ms) for f in info["fills"]] == [
             (f.fill_id, f.price, f.count, f.fee, f.is_taker, f.ts_ms) for f in reference_info["fills"]
@@ -87,11 +95,14 @@ def test_the_environment_steps_identically_on_either_exchange(tapes, name):
             episodes += 1
             assert compiled.ledger.snapshot() == reference.ledger.snapshot()
             assert _rejections(compiled._exchange) == _rejections(reference._exchange)
-            assert {k: v for k, v in info.items() if k not in ("fills", "order", "action_mask")} == {
-                k: v for k, v in reference_info.items() if k not in ("fills", "order", "action_mask")
-            }
+            assert lean.ledger.snapshot() == reference.ledger.snapshot()
+            assert _rejections(lean._exchange) == _rejections(reference._exchange)
+            summary = {k: v for k, v in reference_info.items() if k not in ("fills", "order", "action_mask")}
+            assert {k: v for k, v in info.items() if k not in ("fills", "order", "action_mask")} == summary
+            assert {k: v for k, v in lean_info.items() if k != "action_mask"} == summary
             _, info = compiled.reset()
             _, reference_info = reference.reset()
+            _, lean_info = lean.reset()
     assert episodes >= 2
 
 
@@ -151,9 +162,13 @@ def test_random_requests_have_the_same_outcome_on_either_exchange(tapes, seed):
                     _order(o) for o in reference.cancel_all(ticker, ts_ms=times[row])
                 ]
         row = min(last, row + rng.choice([1, 1, 1, 2, 5]))
-        assert [_execution(e) for e in compiled.advance(ticker, row)] == [
-            _execution(e) for e in reference.advance(ticker, row)
-        ]
+        executions = reference.advance(ticker, row)
+        if rng.random() < 0.5:
+            assert [_execution(e) for e in compiled.advance(ticker, row)] == [_execution(e) for e in executions]
+        else:  # the lean form: the same booking, each fill as (fee, closed, realised P&L)
+            assert compiled.advance_booking(ticker, row) == [
+                (e.fill.fee, e.closed, e.realized_pnl) for e in executions
+            ]
         assert [_order(o) for o in compiled.open_orders(ticker)] == [_order(o) for o in reference.open_orders(ticker)]
         assert _order(compiled.latest_order(ticker)) == _order(reference.latest_order(ticker))
         assert compiled_ledger.snapshot() == reference_ledger.snapshot()
