@@ -330,9 +330,9 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
         if working is not None:
             if working.side is request.side and working.price == request.price and working.remaining == request.count:
                 return None  # already working: sending it again would only lose its place in the queue
-            exchange.cancel_all(self._ticker, ts_ms=now)  # one order per market: the new one replaces it
         self._orders_placed += 1
-        order = exchange.submit(request, ts_ms=now)
+        # One order per market: the new one replaces whatever is open (cancelled as it is sent).
+        order = exchange.submit(request, ts_ms=now, replacing=working is not None)
         self._order_row = row
         return order
 

@@ -156,26 +156,27 @@ class CompiledExchange:
         return self.ledger.cash - reserved
 
     # -- requests ---------------------------------------------------------------------------
-    def submit(self, request: OrderRequest, *, ts_ms: int) -> Order:
+    def submit(self, request: OrderRequest, *, ts_ms: int, replacing: bool = False) -> Order:
         market = self._market
         if market is None or request.ticker != market.ticker:
             raise unknown_market(request.ticker)
         if request.count > MAX_COUNT:
             raise ExchangeError(f"order for {request.count} count units: the compiled exchange takes at most {MAX_COUNT}")
         slot = len(self._orders)
-        if slot >= len(self._order_rows) or self._requests_sent >= len(self._request_rows):
-            self._reserve(slot + 1, 1)
+        requests = 1 + (int(self._state[k.OPEN]) if replacing else 0)
+        if slot >= len(self._order_rows) or self._requests_sent + requests > len(self._request_rows):
+            self._reserve(slot + 1, requests)
         order = pending_order(request, f"{self.id_prefix}-order-{slot + 1}", ts_ms)
         sent = k.submit(
             self._state, self._order_rows, self._open, self._request_rows, self._config,
             0 if request.side is _BID else 1, request.price, request.count,
-            _TIME_IN_FORCE[request.time_in_force], request.reduce_only, request.post_only, ts_ms,
+            _TIME_IN_FORCE[request.time_in_force], request.reduce_only, request.post_only, ts_ms, replacing,
         )  # fmt: skip
         if sent < 0:
             raise self._too_early(request.ticker, ts_ms)
         self._orders.append(order)
         self._slots[order.order_id] = slot
-        self._requests_sent += 1
+        self._requests_sent += requests
         self._latest = slot
         return order
 

@@ -316,10 +316,13 @@ class SimulatedExchange:
         return self.ledger.cash - reserved
 
     # -- requests ---------------------------------------------------------------------------
-    def submit(self, request: OrderRequest, *, ts_ms: int) -> Order:
+    def submit(self, request: OrderRequest, *, ts_ms: int, replacing: bool = False) -> Order:
         """Send ``request`` at ``ts_ms``; it takes effect after the latency. Returns the order,
-        ``PENDING`` until then."""
+        ``PENDING`` until then. ``replacing``: a cancel of every open order of the market goes
+        first, at the same time (:meth:`cancel_all`, then this)."""
         replay = self._sending(request.ticker, ts_ms)
+        if replacing:
+            self.cancel_all(request.ticker, ts_ms=ts_ms)
         order = self._new_order(request, ts_ms)
         replay.open.append(order)
         replay.requests.append(_Request(_NEW, ts_ms + self._latency, order, request))

@@ -436,26 +436,6 @@ def _replay_log(
 
 # -- requests and time ---------------------------------------------------------------------------
 @njit(**_KERNEL)
-def submit(state, orders, open_slots, requests, config, side, price, count, tif, reduce_only, post_only, ts) -> int:
-    """Send a new order at ``ts``; returns its slot, or -1 (nothing sent) when ``ts`` is earlier
-    than the market's clock. The caller has made room for it."""
-    if ts < state[SENT] or ts < state[NOW]:
-        return -1
-    slot = state[ORDERS]
-    state[ORDERS] = slot + 1
-    order = orders[slot]
-    order[O_SIDE], order[O_PRICE], order[O_COUNT], order[O_FILLED] = side, price, count, 0
-    order[O_STATUS], order[O_TIF], order[O_REDUCE], order[O_POST] = PENDING, tif, reduce_only, post_only
-    open_slots[state[OPEN]] = slot
-    state[OPEN] += 1
-    tail = state[TAIL]
-    requests[tail, 0], requests[tail, 1], requests[tail, 2] = NEW, ts + config[C_LATENCY], slot
-    state[TAIL] = tail + 1
-    state[SENT] = ts
-    return slot
-
-
-@njit(**_KERNEL)
 def cancel(state, requests, config, slot, ts) -> None:
     """Send a cancel for the order in ``slot`` at ``ts`` (the caller has checked it is open)."""
     tail = state[TAIL]
@@ -471,6 +451,31 @@ def cancel_all(state, open_slots, requests, config, ts) -> int:
     for index in range(count):
         cancel(state, requests, config, open_slots[index], ts)
     return count
+
+
+@njit(**_KERNEL)
+def submit(
+    state, orders, open_slots, requests, config, side, price, count, tif, reduce_only, post_only, ts, replacing
+) -> int:  # fmt: skip
+    """Send a new order at ``ts`` -- ``replacing``: after a cancel of every open order, sent at
+    the same time -- and return its slot, or -1 (nothing sent) when ``ts`` is earlier than the
+    market's clock. The caller has made room for it (and the cancels)."""
+    if ts < state[SENT] or ts < state[NOW]:
+        return -1
+    if replacing:
+        cancel_all(state, open_slots, requests, config, ts)
+    slot = state[ORDERS]
+    state[ORDERS] = slot + 1
+    order = orders[slot]
+    order[O_SIDE], order[O_PRICE], order[O_COUNT], order[O_FILLED] = side, price, count, 0
+    order[O_STATUS], order[O_TIF], order[O_REDUCE], order[O_POST] = PENDING, tif, reduce_only, post_only
+    open_slots[state[OPEN]] = slot
+    state[OPEN] += 1
+    tail = state[TAIL]
+    requests[tail, 0], requests[tail, 1], requests[tail, 2] = NEW, ts + config[C_LATENCY], slot
+    state[TAIL] = tail + 1
+    state[SENT] = ts
+    return slot
 
 
 @njit(**_KERNEL)

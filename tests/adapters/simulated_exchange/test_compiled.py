@@ -130,7 +130,7 @@ def _random_request(rng, tape, row, position):
 @pytest.mark.parametrize("seed", range(8))
 def test_random_requests_have_the_same_outcome_on_either_exchange(tapes, seed):
     """Every kind of request the compiled exchange takes -- good-till-cancelled, immediate-or-cancel,
-    fill-or-kill, post-only, reduce-only, cancels -- at random prices, sizes and times."""
+    fill-or-kill, post-only, reduce-only, replacing, cancels -- at random prices, sizes and times."""
     tape = tapes[seed % len(tapes)]
     config = ExchangeConfig(latency_ms=[0, 100, 700, 2500][seed % 4], liquidity_refill_ms=[None, 400][seed % 2])
     fees = FeeSchedule.kalshi_with_maker_fees()
@@ -147,8 +147,9 @@ def test_random_requests_have_the_same_outcome_on_either_exchange(tapes, seed):
             choice = rng.random()
             if choice < 0.7:
                 request = _random_request(rng, tape, row, reference_ledger.quantity(ticker))
-                assert _order(compiled.submit(request, ts_ms=times[row])) == _order(
-                    reference.submit(request, ts_ms=times[row])
+                replacing = rng.random() < 0.25  # the open orders cancelled as it is sent
+                assert _order(compiled.submit(request, ts_ms=times[row], replacing=replacing)) == _order(
+                    reference.submit(request, ts_ms=times[row], replacing=replacing)
                 )
             elif choice < 0.85:
                 open_orders = reference.open_orders(ticker)

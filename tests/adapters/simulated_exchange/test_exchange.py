@@ -364,6 +364,22 @@ def test_a_cancel_lands_after_the_latency_and_the_order_can_fill_until_then():
     assert exchange.open_orders("T") == []
 
 
+def test_a_replacing_order_cancels_the_open_ones_as_it_is_sent():
+    through = [trade(t, 4400, c * C, NO) for t, c in ((1200, 2), (1250, 3), (1400, 4))]
+    exchange, _ = venue(*through, latency_ms=300)
+    old = exchange.submit(bid(4500, 10 * C), ts_ms=0)
+    exchange.advance("T", 1)
+    new = exchange.submit(bid(4300, 4 * C), ts_ms=1000, replacing=True)  # both land at 1300
+    assert exchange.open_orders("T") == [old, new]
+    executions = exchange.advance("T", 2)
+    assert [e.fill.order_id for e in executions] == [old.order_id] * 2  # until its cancel landed
+    assert old.status is OrderStatus.CANCELED and old.filled == 5 * C
+    assert new.status is OrderStatus.RESTING and exchange.open_orders("T") == [new]
+    with pytest.raises(ExchangeError, match="earlier than the market's clock"):
+        exchange.submit(bid(4300, C), ts_ms=500, replacing=True)  # refused whole: nothing cancelled
+    assert new.status is OrderStatus.RESTING and exchange.open_orders("T") == [new]
+
+
 def priority_market():
     """We join behind 20 at 0.45; 30 join behind us; a seller takes 20; later another takes 10."""
     return (
