@@ -69,4 +69,23 @@ class MarketResolved:
     result: Side
 
 
-MarketEvent = Union[BookSnapshot, BookDelta, PublicTrade, MarketResolved]
+@attrs.frozen
+class MarketScheduled:
+    """What the exchange announced in advance about a market: when trading closes (``close_ms``;
+    Kalshi's ``close_time``) and, if it says, when the market expires (``expiration_ms``).
+
+    A recording writes one per market when it starts recording it (``ts_ms``: when it was
+    learned, on the recorder's clock), before any of the market's book events. Replay counts
+    the time left down to ``close_ms``, as the live actor does: a time known before the market
+    ran, not the time its recording happened to end.
+    """
+
+    ticker: str
+    ts_ms: int
+    close_ms: int
+    expiration_ms: int | None = None
+
+
+MarketEvent = Union[BookSnapshot, BookDelta, PublicTrade, MarketResolved, MarketScheduled]
+"""Everything a recorded session holds. Feeds deliver the first four; :class:`MarketScheduled`
+comes from the exchange's market catalog, written by the recording itself."""

@@ -19,7 +19,7 @@ from typing import Any
 import attrs
 import orjson
 
-from domain.events import BookDelta, BookSnapshot, Level, MarketEvent, MarketResolved, PublicTrade
+from domain.events import BookDelta, BookSnapshot, Level, MarketEvent, MarketResolved, MarketScheduled, PublicTrade
 from domain.values import ONE_DOLLAR, Side
 
 Row = Sequence[Any]
@@ -117,6 +117,10 @@ def _encode_resolution(event: MarketResolved) -> tuple[Any, ...]:
     return (event.ticker, event.ts_ms, _side_name(event.result, "result"))
 
 
+def _encode_schedule(event: MarketScheduled) -> tuple[Any, ...]:
+    return (event.ticker, event.ts_ms, event.close_ms, event.expiration_ms)
+
+
 def _levels_json(levels: Sequence[Level], side: str) -> str:
     # JSON would keep a float price as a float; refuse it here rather than replay it later.
     for level in levels:
@@ -174,6 +178,11 @@ def _decode_resolution(row: Row) -> MarketResolved:
     return MarketResolved(ticker=ticker, ts_ms=ts_ms, result=Side.parse(result))
 
 
+def _decode_schedule(row: Row) -> MarketScheduled:
+    _, ticker, ts_ms, close_ms, expiration_ms = row
+    return MarketScheduled(ticker=ticker, ts_ms=ts_ms, close_ms=close_ms, expiration_ms=expiration_ms)
+
+
 def _levels(text: str) -> tuple[Level, ...]:
     return tuple((price, count) for price, count in orjson.loads(text))
 
@@ -195,6 +204,8 @@ _COLUMN_TYPES: dict[str, tuple[type, ...]] = {
     "trade_id": _TEXT,
     "yes_price": _INT,
     "count": _INT,
+    "close_ms": _INT,
+    "expiration_ms": _OPTIONAL_INT,
     # Written by the encoders.
     "side": _TEXT,
     "taker_side": _TEXT,
@@ -239,7 +250,16 @@ RESOLUTIONS = EventTable(
     decode=_decode_resolution,
 )
 
-EVENT_TABLES = (SNAPSHOTS, DELTAS, TRADES, RESOLUTIONS)
+SCHEDULES = EventTable(
+    name="rl_market_schedules",
+    event_type=MarketScheduled,
+    columns=("market_ticker", "timestamp_ms", "close_ms", "expiration_ms"),
+    read_columns=("market_ticker", "timestamp_ms", "close_ms", "expiration_ms"),
+    encode=_encode_schedule,
+    decode=_decode_schedule,
+)
+
+EVENT_TABLES = (SNAPSHOTS, DELTAS, TRADES, RESOLUTIONS, SCHEDULES)
 _TABLE_OF = {table.event_type: table for table in EVENT_TABLES}
 
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, PublicTrade
+from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, MarketScheduled, PublicTrade
 from domain.ports import OrderbookStore, SessionClosed, SessionNotFound
 from domain.values import Side
 
@@ -16,6 +16,8 @@ A, B = "KXTEST-A", "KXTEST-B"
 def mixed_events(start_ms: int = 1_000) -> list[MarketEvent]:
     """One of everything, with every optional field both set and unset."""
     return [
+        MarketScheduled(A, ts_ms=start_ms - 1, close_ms=start_ms + 60_000, expiration_ms=start_ms + 120_000),
+        MarketScheduled(B, ts_ms=start_ms - 1, close_ms=start_ms + 30_000),
         BookSnapshot(A, seq=1, ts_ms=start_ms, yes=((100, 5), (4500, 12_000), (4550, 1)), no=((5000, 300),), sid=7),
         BookSnapshot(B, seq=None, ts_ms=start_ms, yes=(), no=(), sid=None),
         BookDelta(A, seq=2, ts_ms=start_ms + 1, side=Side.YES, price=4500, delta=-12_000, sid=7),
@@ -118,6 +120,8 @@ async def test_a_batch_the_database_refuses_writes_nothing(storage):
         (BookSnapshot(A, 1, 1, yes=((0.45, 100),), no=()), ValueError, "not a \\(price, count\\) pair of ints"),
         (BookSnapshot(A, 1, 1, yes=((20_000, 100),), no=()), ValueError, "outside 0..10000"),
         (PublicTrade(A, 1, "t", 4500, 0, Side.YES), ValueError, "none was written"),
+        (MarketScheduled(A, 1, close_ms=1.5), ValueError, "close_ms must be int, got 1.5"),
+        (MarketScheduled(A, 1, close_ms=9, expiration_ms="soon"), ValueError, "expiration_ms must be int or None"),
         ({"ticker": A}, TypeError, "event 1 of the batch is a dict, not a market event"),
     ],
 )

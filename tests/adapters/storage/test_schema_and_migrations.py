@@ -21,6 +21,7 @@ TABLES = {
     "rl_orderbook_deltas",
     "rl_public_trades",
     "rl_market_resolutions",
+    "rl_market_schedules",
     "rl_models",
     "rl_model_names",
     "rl_trading_episodes",
