@@ -4,17 +4,25 @@ Replay compiles whatever was recorded; this says what in it a trainer should kno
 market:
 
 * book events before the market's first snapshot (they cannot be applied, replay skips them);
+* no scheduled close (:class:`~domain.events.MarketScheduled`) recorded before the first
+  snapshot: replay then gives the time-left features a neutral constant instead of counting
+  down (older recordings); and events stamped after the scheduled close;
+* deltas that drive a level below zero: the book drops the level (Kalshi: gone at <= 0), but a
+  level can only go negative when a delta that added to it was lost;
+* events after the market's resolution (replay ends the market there and drops them);
 * sequence gaps and repeats per subscription (``sid``), and how many later snapshots
   resynchronised the book. A recording made with ``RL_ORDERBOOK_SAMPLE_RATE`` > 1 folds deltas
   into snapshots, so its sequence numbers jump by design: count those jumps, not losses;
 * time the book spent crossed (YES bid above YES ask) or locked, which a matching engine never
   leaves standing: a sign of a lost delta or a bad snapshot;
-* time with one side of the book empty, and silences: gaps between a market's events longer
+* time with one side of the book empty (a minor line under 10% of the span), and silences: gaps between a market's events longer
   than ``silence_ms`` (a stalled feed, or a quiet market);
 * clock steps back (an event stamped before the one recorded ahead of it) and a market with
   no resolution (its episodes end without settlement).
 
-Durations are measured on the events' own clock, up to the market's last event.
+Durations are measured on the events' own clock, up to the market's last event. A schedule is
+the recorder's note of what the exchange announced, not market data: it is counted, but stands
+outside the clock, silence and ordering checks.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from collections.abc import Sequence
 
 import attrs
 
-from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, PublicTrade
+from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, MarketScheduled, PublicTrade
 from domain.orderbook import OrderBook
 
 DEFAULT_SILENCE_MS = 60_000
@@ -32,7 +40,7 @@ DEFAULT_SILENCE_MS = 60_000
 @attrs.frozen
 class MarketQuality:
     ticker: str
-    events: int
+    events: int  # market data: snapshots, deltas, trades, resolutions (not schedules)
     snapshots: int
     deltas: int
     trades: int
@@ -48,6 +56,10 @@ class MarketQuality:
     silences: int
     longest_silence_ms: int
     clock_steps_back: int
+    scheduled: bool = True  # a scheduled close was recorded before the first snapshot
+    after_close: int = 0  # book and trade events stamped after the scheduled close
+    below_zero: int = 0  # deltas that drove a level below zero (the level is dropped)
+    after_resolution: int = 0  # events recorded after the first resolution (replay drops them)
 
     def problems(self, silence_ms: int) -> list[str]:
         """One line per finding, empty for a clean market."""
@@ -56,6 +68,19 @@ class MarketQuality:
             found.append("no book snapshot: the market cannot be replayed")
         if self.before_first_snapshot:
             found.append(f"{self.before_first_snapshot} book events before the first snapshot (skipped)")
+        if self.snapshots and not self.scheduled:
+            found.append(
+                "no scheduled close recorded before the first snapshot: the time-left features are "
+                "neutral (time_left_fraction 0.5, time_left_log 0 on every row), not counted down"
+            )
+        if self.after_close:
+            found.append(f"{self.after_close} events after the scheduled close (time left reads 0)")
+        if self.below_zero:
+            found.append(
+                f"{self.below_zero} deltas drove a level below zero (the level is dropped): a sign of a lost delta"
+            )
+        if self.after_resolution:
+            found.append(f"{self.after_resolution} events after the resolution (dropped: the market ends there)")
         if self.sequence_gaps or self.sequence_repeats:
             found.append(
                 f"{self.sequence_gaps} sequence gaps and {self.sequence_repeats} repeats "
@@ -65,8 +90,11 @@ class MarketQuality:
             found.append(f"book crossed for {_seconds(self.crossed_ms)}")
         if self.locked_ms:
             found.append(f"book locked for {_seconds(self.locked_ms)}")
-        if self.one_sided_ms and self.span_ms and self.one_sided_ms * 10 >= self.span_ms:
-            found.append(f"a side of the book empty for {_seconds(self.one_sided_ms)} of {_seconds(self.span_ms)}")
+        if self.one_sided_ms:
+            minor = " (minor: under 10%)" if self.one_sided_ms * 10 < self.span_ms else ""
+            found.append(
+                f"a side of the book empty for {_seconds(self.one_sided_ms)} of {_seconds(self.span_ms)}{minor}"
+            )
         if self.silences:
             found.append(
                 f"{self.silences} silences over {_seconds(silence_ms)} (longest {_seconds(self.longest_silence_ms)})"
@@ -142,6 +170,9 @@ class _MarketCheck:
         self.sequence_gaps = self.sequence_repeats = 0
         self.crossed_ms = self.locked_ms = self.one_sided_ms = 0
         self.silences = self.longest_silence_ms = self.clock_steps_back = 0
+        self.scheduled = False
+        self.close_ms: int | None = None
+        self.after_close = self.below_zero = self.after_resolution = 0
         self.first_ms: int | None = None
         self.last_ms: int | None = None
         self.state_since_ms = 0  # when the book took its current state
@@ -149,7 +180,15 @@ class _MarketCheck:
 
     def add(self, event: MarketEvent) -> None:
         ts = event.ts_ms
+        if isinstance(event, MarketScheduled):  # the recorder's note, not market data
+            if not self.snapshots:
+                self.scheduled, self.close_ms = True, event.close_ms
+            return
         self.events += 1
+        if self.resolved:
+            self.after_resolution += 1
+        elif self.close_ms is not None and ts > self.close_ms and not isinstance(event, MarketResolved):
+            self.after_close += 1
         if self.last_ms is None:
             self.first_ms = ts
         else:
@@ -169,6 +208,8 @@ class _MarketCheck:
             if not self.snapshots:
                 self.before_first_snapshot += 1
                 return
+            if self.book.quantity_at(event.side, event.price) + event.delta < 0:
+                self.below_zero += 1
             self.book.apply_delta(event.side, event.price, event.delta)
             self._book_changed(ts)
         elif isinstance(event, PublicTrade):
@@ -211,6 +252,10 @@ class _MarketCheck:
             silences=self.silences,
             longest_silence_ms=self.longest_silence_ms,
             clock_steps_back=self.clock_steps_back,
+            scheduled=self.scheduled,
+            after_close=self.after_close,
+            below_zero=self.below_zero,
+            after_resolution=self.after_resolution,
         )
 
 

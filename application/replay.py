@@ -13,6 +13,17 @@ compile format, never reads a stale cache. Sessions still being recorded are nev
 A market's tape starts at its first book snapshot (deltas before it cannot be applied) and
 ends at its resolution, or its last event when it has none. Sampling is causal: a row holds the
 book after every event stamped at or before its time, in the order the events were recorded.
+
+Every market of a session sits on one clock: row times are multiples of ``step_ms`` on the Unix
+clock (the session's grid, whichever markets it holds), the first at or after the market's
+first snapshot; the last row is the market's end, off the grid.
+
+Nothing in a row comes from after its time. The time-left features count down to the market's
+scheduled close (:class:`~domain.events.MarketScheduled`, recorded before its first snapshot:
+the latest such, when there are several; later ones are ignored), as the live actor counts down
+to the exchange's ``close_time`` -- never to the resolution or the last event, which a row
+cannot know. A recording without one gets the features' neutral values
+(``domain.features.UNKNOWN_TIME_LEFT_*``) and a data-quality finding.
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ import attrs
 import numpy as np
 
 from application.data_quality import check_session
-from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, PublicTrade
+from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, MarketScheduled, PublicTrade
 from domain.features import FEATURE_NAMES, market_features
 from domain.market_tape import LOG_TRADE_YES_TAKER, NO_LEVEL, MarketTape, mark_prices
 from domain.orderbook import OrderBook
@@ -37,7 +48,8 @@ from domain.values import ONE_DOLLAR, Side
 
 # Bump when the tape layout or the feature definitions change: old cache files are then ignored.
 # 2: the market log (level changes and trades between rows, for the simulated exchange).
-TAPE_FORMAT_VERSION = 2
+# 3: time left counted to the scheduled close (not the tape's end); rows on the session's grid.
+TAPE_FORMAT_VERSION = 3
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +88,25 @@ def compile_market(
     start = next((i for i, event in enumerate(events) if isinstance(event, BookSnapshot)), None)
     if start is None:
         return None
-    events = events[start:]
+    schedule = next(
+        (event for event in reversed(events[:start]) if isinstance(event, MarketScheduled)), None
+    )
+    events = [event for event in events[start:] if not isinstance(event, MarketScheduled)]
     end = next((i for i, event in enumerate(events) if isinstance(event, MarketResolved)), None)
     if end is not None:
         resolution = events[end]
         assert isinstance(resolution, MarketResolved)
-        events = events[:end]
+        events = events[:end]  # the market ends here; data quality counts what came after
         end_ms, result = resolution.ts_ms, resolution.result
     else:
         end_ms, result = max(event.ts_ms for event in events), None
-    first_ms = events[0].ts_ms
-    times = list(range(first_ms, end_ms, config.step_ms))
+    step = config.step_ms
+    first_ms = -(-events[0].ts_ms // step) * step  # the session's grid: at or after the snapshot
+    times = list(range(first_ms, end_ms, step))
     times.append(end_ms)
     if len(times) < 2:
         return None
+    close_ms = None if schedule is None else schedule.close_ms
 
     depth = config.depth_levels
     n = len(times)
@@ -142,7 +159,7 @@ def compile_market(
     takers = np.asarray(trade_takers, dtype=np.int8)
     features = market_features(
         times=time_array,
-        expiry_ms=end_ms,
+        expiry_ms=close_ms,  # known in advance; the tape's end (end_ms) never reaches a feature
         bid_prices=bid_prices,
         bid_counts=bid_counts,
         marks=marks,
@@ -165,6 +182,7 @@ def compile_market(
         features=features,
         expiry_ms=end_ms,
         result=result,
+        close_ms=close_ms,
         log_offsets=log_offsets,
         log_times=np.asarray(log.times, dtype=np.int64),
         log_kinds=np.asarray(log.kinds, dtype=np.int8),
@@ -287,6 +305,7 @@ def _write_tapes(path: Path, tapes: Sequence[MarketTape]) -> None:
                 "ticker": tape.ticker,
                 "step_ms": tape.step_ms,
                 "expiry_ms": tape.expiry_ms,
+                "close_ms": tape.close_ms,
                 "result": None if tape.result is None else int(tape.result),
             }
         )
@@ -307,6 +326,7 @@ def _read_tapes(path: Path) -> list[MarketTape]:
                 ticker=item["ticker"],
                 step_ms=item["step_ms"],
                 expiry_ms=item["expiry_ms"],
+                close_ms=item["close_ms"],
                 result=None if item["result"] is None else Side(item["result"]),
                 **{name: archive[f"{index}_{name}"] for name in _ARRAYS},
             )

@@ -52,8 +52,8 @@ MARKET_FEATURES = (
     "trade_flow",  # (YES-taker - NO-taker) / all contracts traded over FLOW_WINDOW steps
     "trade_volume",  # log1p(contracts traded over FLOW_WINDOW steps) / log(1000)
     "trade_volume_last",  # log1p(contracts traded in the last step) / log(1000)
-    "time_left_fraction",  # time to expiry / the tape's whole span
-    "time_left_log",  # log1p(minutes to expiry) / 10
+    "time_left_fraction",  # time to the scheduled close / from the first row to it (0 past it)
+    "time_left_log",  # log1p(minutes to the scheduled close) / 10 (0 past it)
 )
 PORTFOLIO_FEATURES = (
     "position",  # signed contracts (+YES, -NO) / max position
@@ -85,6 +85,12 @@ ORDER_AGE_SCALE = 100.0
 # The rows a row's market features read: itself and the LONG_WINDOW before it (the longest look-back).
 HISTORY_ROWS = max(LONG_WINDOW, VOLATILITY_WINDOW + 1, FLOW_WINDOW) + 1
 
+# The time-left features of a market whose scheduled close is unknown (a recording made before
+# schedules were recorded): the same on every row, so they say nothing about where in its life a
+# row is -- and nothing about when the recording ends. The fraction sits mid-range.
+UNKNOWN_TIME_LEFT_FRACTION = 0.5
+UNKNOWN_TIME_LEFT_LOG = 0.0
+
 _LOG_1000 = math.log(1000.0)
 _BID = OrderSide.BID  # a module constant: enum members read through the class cost a call on 3.11
 _MOVE_SCALE = 10.0 / ONE_DOLLAR
@@ -94,7 +100,7 @@ _CENTS = 100.0 / ONE_DOLLAR
 def market_features(
     *,
     times: np.ndarray,
-    expiry_ms: int,
+    expiry_ms: int | None,
     bid_prices: np.ndarray,
     bid_counts: np.ndarray,
     marks: np.ndarray,
@@ -106,16 +112,17 @@ def market_features(
     """The market block of every row of a tape (see :class:`domain.market_tape.MarketTape`).
 
     Row ``i`` uses rows ``i - HISTORY_ROWS + 1 .. i`` and the trades up to ``times[i]`` only:
-    trailing windows, shortened at the start of the tape. ``start_ms`` is when the market's
-    record began (the time-left fraction runs from it to ``expiry_ms``); by default the first
-    row's time -- a live window that no longer holds its first row passes it explicitly.
+    trailing windows, shortened at the start of the tape. ``expiry_ms`` is the market's
+    scheduled close -- a time known in advance, never when its recording happens to end -- and
+    the time left is 0 on rows past it; None (unknown) gives every row the neutral
+    ``UNKNOWN_TIME_LEFT_*`` values. ``start_ms`` is when the market's record began (the
+    time-left fraction runs from it to ``expiry_ms``); by default the first row's time -- a
+    live window that no longer holds its first row passes it explicitly.
     """
     times = np.asarray(times, dtype=np.int64)
     n = len(times)
     if n == 0:
         return np.zeros((0, MARKET_FEATURE_COUNT), dtype=np.float32)
-    if expiry_ms < times[-1]:
-        raise ValueError(f"expiry_ms {expiry_ms} is before the last step {int(times[-1])}")
     start_ms = int(times[0]) if start_ms is None else start_ms
     if start_ms > times[0]:
         raise ValueError(f"start_ms {start_ms} is after the first step {int(times[0])}")
@@ -159,10 +166,14 @@ def market_features(
     out[:, column["trade_volume"]] = np.log1p(window_volume / COUNT_SCALE) / _LOG_1000
     out[:, column["trade_volume_last"]] = np.log1p(volume / COUNT_SCALE) / _LOG_1000
 
-    left_ms = (expiry_ms - times).astype(np.float64)
-    span_ms = float(max(expiry_ms - start_ms, 1))
-    out[:, column["time_left_fraction"]] = left_ms / span_ms
-    out[:, column["time_left_log"]] = np.log1p(left_ms / 60_000.0) / 10.0
+    if expiry_ms is None:
+        out[:, column["time_left_fraction"]] = UNKNOWN_TIME_LEFT_FRACTION
+        out[:, column["time_left_log"]] = UNKNOWN_TIME_LEFT_LOG
+    else:
+        left_ms = np.maximum(expiry_ms - times, 0).astype(np.float64)
+        span_ms = float(max(expiry_ms - start_ms, 1))
+        out[:, column["time_left_fraction"]] = left_ms / span_ms
+        out[:, column["time_left_log"]] = np.log1p(left_ms / 60_000.0) / 10.0
 
     np.clip(out, -FEATURE_BOUND, FEATURE_BOUND, out=out)
     return out.astype(np.float32)

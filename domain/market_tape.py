@@ -2,8 +2,11 @@
 
 A tape samples a market on a fixed time grid ``times[0] < times[1] < ... < times[n-1]``. Row ``i``
 is the market as it stood at ``times[i]``, after every event stamped at or before it -- never
-after. The last row is the end of the market: its resolution when the recording has one,
-otherwise its last event. Trades are kept per interval: ``trade_offsets[i]:trade_offsets[i+1]``
+after. The grid is the session's clock, shared by every market: multiples of ``step_ms`` on the
+Unix clock, from the first at or after the market's first snapshot (so row 0 holds it). The last
+row is the end of the market: its resolution when the recording has one, otherwise its last
+event (off the grid). That end is for stepping only; the time-left features count down to
+``close_ms``, the scheduled close the recording learned in advance (None: not recorded). Trades are kept per interval: ``trade_offsets[i]:trade_offsets[i+1]``
 indexes the trades printed in ``(times[i-1], times[i]]`` (for row 0, everything up to
 ``times[0]``), so an agent that acted at row ``i - 1`` meets exactly those trades before row ``i``.
 
@@ -63,8 +66,9 @@ class MarketTape:
     log_kinds: np.ndarray  # int8 [E]: LOG_YES_LEVEL, LOG_NO_LEVEL, LOG_TRADE_YES_TAKER, LOG_TRADE_NO_TAKER
     log_prices: np.ndarray  # int32 [E]: a level's bid price on its side; a trade's YES price
     log_counts: np.ndarray  # int64 [E]: a level's size after the change; a trade's size
-    expiry_ms: int  # when the market ends: its resolution time, or its last event
+    expiry_ms: int  # when the tape ends: its resolution time, or its last event (never a feature)
     result: Side | None  # how the market resolved; None when the recording has no resolution
+    close_ms: int | None = None  # the scheduled close, known in advance; the time features' expiry
 
     def __attrs_post_init__(self) -> None:
         n = len(self.times)

@@ -12,6 +12,10 @@ as live data and the events carry real ``sid``/``seq`` numbers:
 Resolutions have no message in the protocol we speak, so :class:`MarketResolved` events pass
 through as they are. Snapshots carry no time on the wire; the generator's time is given to the
 parser as the receive time.
+
+The feed also describes its markets as Kalshi's ``GET /markets/{ticker}`` would (it satisfies
+:class:`~domain.ports.MarketCatalog`): each closes, and resolves, at the config's expiry. The
+recording writes that schedule into the session before the first event.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from adapters.kalshi import wire
 from adapters.kalshi.parsing import parse_frame
 from adapters.synthetic.market_model import SyntheticMarketConfig, SyntheticMarketModel
 from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, PublicTrade
+from domain.gateway_errors import MarketNotFound
+from domain.ports import MarketInfo
 
 
 class SyntheticMarketFeed:
@@ -64,6 +70,13 @@ class SyntheticMarketFeed:
     @property
     def tickers(self) -> tuple[str, ...]:
         return self.config.tickers
+
+    async def market(self, ticker: str) -> MarketInfo:
+        """What the exchange would say of ``ticker`` before it ran: it closes at the expiry."""
+        if ticker not in self.config.tickers:
+            raise MarketNotFound(f"no synthetic market {ticker!r}")
+        expiry = self.config.expiry_ms
+        return MarketInfo(ticker=ticker, close_ms=expiry, expiration_ms=expiry)
 
     async def events(self) -> AsyncIterator[MarketEvent]:
         loop = asyncio.get_running_loop()

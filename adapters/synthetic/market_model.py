@@ -51,7 +51,7 @@ from collections.abc import Iterator
 
 import attrs
 
-from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, PublicTrade
+from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, MarketScheduled, PublicTrade
 from domain.orderbook import OrderBook
 from domain.values import LADDER_SIZE, ONE_CONTRACT, ONE_DOLLAR, Side
 
@@ -475,3 +475,16 @@ def _event_time(event: MarketEvent) -> int:
 def generate(config: SyntheticMarketConfig) -> list[MarketEvent]:
     """Every event of a synthetic session, as a list."""
     return list(SyntheticMarketModel(config).events())
+
+
+def schedules(config: SyntheticMarketConfig) -> list[MarketScheduled]:
+    """What is known of the markets before they run: each closes (and resolves) at the expiry.
+    Stamped at the start, as a recording learns them before the first event."""
+    expiry = config.expiry_ms
+    return [MarketScheduled(ticker, config.start_ms, expiry, expiry) for ticker in config.tickers]
+
+
+def generate_recording(config: SyntheticMarketConfig) -> list[MarketEvent]:
+    """A synthetic session as ``collect`` records it: the markets' schedules, then every event.
+    (The feed's own stream, and :func:`generate`, carry no schedule: it comes from the catalog.)"""
+    return [*schedules(config), *generate(config)]

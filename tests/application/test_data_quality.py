@@ -3,7 +3,7 @@
 import pytest
 
 from application.data_quality import check_session
-from domain.events import BookDelta, BookSnapshot, MarketResolved, PublicTrade
+from domain.events import BookDelta, BookSnapshot, MarketResolved, MarketScheduled, PublicTrade
 from domain.values import Side
 
 YES, NO = Side.YES, Side.NO
@@ -11,6 +11,7 @@ YES, NO = Side.YES, Side.NO
 
 def clean(ticker: str = "A", sid: int = 1) -> list:
     return [
+        MarketScheduled(ticker, 1_767_225_600_000, close_ms=3_000),  # the recorder's clock: not the market's
         BookSnapshot(ticker, 1, 0, yes=((4400, 100),), no=((5300, 300),), sid=sid),
         BookDelta(ticker, 2, 1_000, YES, 4500, 10, sid=sid),
         PublicTrade(ticker, 2_000, "t1", 4500, 10, NO),
@@ -34,6 +35,7 @@ def test_a_clean_recording_has_no_findings():
 
 def test_sequence_gaps_repeats_and_resyncs_are_counted_per_subscription():
     events = [
+        MarketScheduled("A", 0, close_ms=100),
         BookSnapshot("A", 1, 0, yes=((4400, 100),), no=((5300, 300),), sid=1),
         BookDelta("A", 2, 10, YES, 4400, 5, sid=1),
         BookDelta("A", 5, 20, YES, 4400, 5, sid=1),  # 3 and 4 never came: a gap
@@ -98,3 +100,47 @@ def test_an_unresolved_market_and_one_without_a_book_are_reported():
 def test_the_silence_threshold_is_checked():
     with pytest.raises(ValueError, match="silence_ms"):
         check_session(clean(), session_id=1, silence_ms=0)
+
+
+def test_a_market_without_a_scheduled_close_before_its_first_snapshot_is_reported():
+    events = [event for event in clean() if not isinstance(event, MarketScheduled)]
+    late = [*events[:1], MarketScheduled("A", 0, close_ms=3_000), *events[1:]]  # after the snapshot: too late
+    for recording in (events, late):
+        market = only(check_session(recording, session_id=1))
+        assert not market.scheduled
+        assert market.problems(60_000) == [
+            "no scheduled close recorded before the first snapshot: the time-left features are "
+            "neutral (time_left_fraction 0.5, time_left_log 0 on every row), not counted down"
+        ]
+
+
+def test_events_after_the_scheduled_close_are_counted():
+    events = [MarketScheduled("A", 0, close_ms=1_500), *clean()[1:]]
+    market = only(check_session(events, session_id=1))
+    assert market.after_close == 2  # the trade and the delta at 2 s; the resolution is not market data
+    assert "2 events after the scheduled close (time left reads 0)" in market.problems(60_000)
+
+
+def test_a_delta_that_drives_a_level_below_zero_is_reported_and_the_level_is_gone():
+    events = clean()
+    events.insert(3, BookDelta("A", 3, 1_500, YES, 4400, -150))  # 100 rest: 50 too many -- a delta was lost
+    events.insert(4, BookDelta("A", 4, 1_600, NO, 5300, -300))  # exactly to zero: gone, as Kalshi says
+    market = only(check_session(events, session_id=1))
+    assert market.below_zero == 1
+    assert "1 deltas drove a level below zero (the level is dropped): a sign of a lost delta" in market.problems(60_000)
+
+
+def test_events_after_the_resolution_are_reported_as_dropped():
+    events = [*clean(), BookDelta("A", 4, 3_500, YES, 4500, 999), PublicTrade("A", 3_600, "t2", 4500, 1, YES)]
+    market = only(check_session(events, session_id=1))
+    assert market.after_resolution == 2
+    assert "2 events after the resolution (dropped: the market ends there)" in market.problems(60_000)
+
+
+def test_a_short_one_sided_spell_is_a_minor_line_not_left_out():
+    events = clean()
+    events.insert(3, BookDelta("A", 3, 2_800, NO, 5300, -300))  # the NO side empties 0.2 s before the end
+    report = check_session(events, session_id=1)
+    market = only(report)
+    assert market.one_sided_ms == 200
+    assert "A: a side of the book empty for 0.2 s of 3.0 s (minor: under 10%)" in report.problems()

@@ -4,15 +4,31 @@ import attrs
 import numpy as np
 import pytest
 
+from adapters.synthetic.market_model import SyntheticMarketConfig, generate_recording
 from application.replay import ReplayConfig, compile_market, compile_session, load_session_tapes, load_tapes
-from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, PublicTrade
-from domain.features import MARKET_FEATURE_COUNT, MARKET_FEATURES
+from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, MarketScheduled, PublicTrade
+from domain.features import (
+    MARKET_FEATURE_COUNT,
+    MARKET_FEATURES,
+    UNKNOWN_TIME_LEFT_FRACTION,
+    UNKNOWN_TIME_LEFT_LOG,
+)
 from domain.market_tape import LOG_NO_LEVEL, LOG_TRADE_NO_TAKER, LOG_YES_LEVEL, NO_LEVEL, TapeError
 from domain.ports import SessionInfo, SessionNotFound
 from domain.values import Side
 
 YES, NO = Side.YES, Side.NO
 CONFIG = ReplayConfig(step_ms=1_000, depth_levels=2)
+FRACTION, TIME_LOG = MARKET_FEATURES.index("time_left_fraction"), MARKET_FEATURES.index("time_left_log")
+TAPE_ARRAYS = (
+    "times", "bid_prices", "bid_counts", "marks", "trade_offsets", "trade_prices", "trade_counts", "trade_takers",
+    "features", "log_offsets", "log_times", "log_kinds", "log_prices", "log_counts",
+)  # fmt: skip
+
+
+def scheduled(ticker="T", close_ms=10_000):
+    """What the recording learns before the market's first event: its scheduled close."""
+    return MarketScheduled(ticker, -5, close_ms=close_ms, expiration_ms=close_ms + 1_000)
 
 
 def market(ticker="T", resolve=True):
@@ -77,17 +93,113 @@ def test_markets_are_compiled_separately_and_in_order_of_appearance():
     np.testing.assert_array_equal(tapes[0].bid_counts, tapes[1].bid_counts)
 
 
-def test_a_row_never_sees_an_event_after_its_time():
-    base = market()
+@pytest.mark.parametrize("schedule", [True, False], ids=["scheduled", "no-schedule"])
+def test_a_row_never_sees_an_event_after_its_time(schedule):
+    base = [scheduled()] + market() if schedule else market()
     changed = list(base)
     # Change everything after t=1000: rows 0 and 1 must not move.
-    changed[6] = PublicTrade("T", 2500, "t2", 4000, 9999, YES)
-    changed[7] = BookDelta("T", 5, 2500, YES, 4500, -200)
+    offset = 1 if schedule else 0
+    changed[6 + offset] = PublicTrade("T", 2500, "t2", 4000, 9999, YES)
+    changed[7 + offset] = BookDelta("T", 5, 2500, YES, 4500, -200)
     one = compile_market(base, ticker="T", session_id=1, config=CONFIG)
     two = compile_market(changed, ticker="T", session_id=1, config=CONFIG)
     np.testing.assert_array_equal(one.features[:2], two.features[:2])
     np.testing.assert_array_equal(one.bid_counts[:2], two.bid_counts[:2])
     assert not np.array_equal(one.features[2:], two.features[2:])
+
+
+def _shifted(events, after_ms, by_ms):
+    """The same events with every one stamped after ``after_ms`` -- the resolution too -- moved
+    ``by_ms`` later: the future changes, nothing at or before ``after_ms`` does."""
+    return [attrs.evolve(event, ts_ms=event.ts_ms + by_ms) if event.ts_ms > after_ms else event for event in events]
+
+
+@pytest.mark.parametrize("resolve", [True, False], ids=["resolved", "unresolved"])
+@pytest.mark.parametrize("schedule", [True, False], ids=["scheduled", "no-schedule"])
+@pytest.mark.parametrize("after_ms", [0, 1000, 2000])
+def test_moving_only_future_events_and_the_resolution_leaves_the_rows_up_to_now_unchanged(resolve, schedule, after_ms):
+    """The look-ahead test: the tape's end (the resolution, or an unresolved market's last event)
+    is the future too. Moving it -- and every event after ``after_ms`` -- must not change a row
+    at or before ``after_ms``: not its book, its trades, its mark nor any feature."""
+    base = ([scheduled()] if schedule else []) + market(resolve=resolve)
+    for by_ms in (4_000, 6_500):  # the future ends later, off the old grid too
+        one = compile_market(base, ticker="T", session_id=1, config=CONFIG)
+        two = compile_market(_shifted(base, after_ms, by_ms), ticker="T", session_id=1, config=CONFIG)
+        assert one.expiry_ms != two.expiry_ms  # the end moved ...
+        rows = int(np.searchsorted(one.times, after_ms, side="right"))
+        assert rows >= 1 and one.times[:rows].tolist() == two.times[:rows].tolist()
+        for name in ("bid_prices", "bid_counts", "marks", "features"):  # ... no row up to now did
+            np.testing.assert_array_equal(getattr(one, name)[:rows], getattr(two, name)[:rows], err_msg=name)
+        np.testing.assert_array_equal(one.trade_offsets[: rows + 1], two.trade_offsets[: rows + 1])
+        np.testing.assert_array_equal(one.log_offsets[: rows + 1], two.log_offsets[: rows + 1])
+
+
+def test_cutting_off_the_future_of_a_synthetic_recording_leaves_every_earlier_row_unchanged():
+    """Every row of a real-sized session, against the same session recorded only up to a time:
+    whatever comes after (the rest of the market, its end, its resolution) is invisible."""
+    config = SyntheticMarketConfig(seed=3, markets=2, duration_ms=120_000, events_per_second=15.0)
+    recording = generate_recording(config)
+    full = {tape.ticker: tape for tape in compile_session(recording, session_id=1, config=CONFIG)}
+    for cut_ms in (config.start_ms + 30_500, config.start_ms + 90_000):
+        cut = [event for event in recording if isinstance(event, MarketScheduled) or event.ts_ms <= cut_ms]
+        for tape in compile_session(cut, session_id=1, config=CONFIG):
+            whole = full[tape.ticker]
+            rows = tape.steps - 1  # its last row is the cut recording's end, off the grid
+            assert tape.times[:rows].tolist() == whole.times[:rows].tolist() and tape.times[rows - 1] <= cut_ms
+            for name in ("bid_prices", "bid_counts", "marks", "features"):
+                np.testing.assert_array_equal(getattr(tape, name)[:rows], getattr(whole, name)[:rows], err_msg=name)
+            np.testing.assert_array_equal(tape.trade_offsets[: rows + 1], whole.trade_offsets[: rows + 1])
+
+
+def test_the_time_left_counts_down_to_the_scheduled_close_not_to_the_tapes_end():
+    tape = compile_market([scheduled(close_ms=10_000)] + market(), ticker="T", session_id=1, config=CONFIG)
+    assert (tape.expiry_ms, tape.close_ms) == (3000, 10_000)  # the tape steps to its resolution
+    assert tape.features[:, FRACTION].tolist() == pytest.approx([1.0, 0.9, 0.8, 0.7])
+    assert tape.features[0, TIME_LOG] == pytest.approx(np.log1p(10_000 / 60_000) / 10)
+
+
+def test_rows_past_the_scheduled_close_have_no_time_left():
+    tape = compile_market([scheduled(close_ms=1_500)] + market(), ticker="T", session_id=1, config=CONFIG)
+    assert tape.features[:, FRACTION].tolist() == pytest.approx([1.0, 1 / 3, 0.0, 0.0])
+    assert tape.features[2:, TIME_LOG].tolist() == [0.0, 0.0]
+
+
+def test_the_latest_schedule_before_the_first_snapshot_is_the_one_replay_uses():
+    events = [scheduled(close_ms=8_000), scheduled(close_ms=10_000)] + market() + [scheduled(close_ms=4_000)]
+    tape = compile_market(events, ticker="T", session_id=1, config=CONFIG)
+    assert tape.close_ms == 10_000  # the one recorded after the snapshot is ignored
+
+
+def test_without_a_scheduled_close_the_time_features_are_neutral_on_every_row():
+    for resolve in (True, False):
+        tape = compile_market(market(resolve=resolve), ticker="T", session_id=1, config=CONFIG)
+        assert tape.close_ms is None
+        assert set(tape.features[:, FRACTION].tolist()) == {UNKNOWN_TIME_LEFT_FRACTION}
+        assert set(tape.features[:, TIME_LOG].tolist()) == {UNKNOWN_TIME_LEFT_LOG}
+
+
+def test_markets_of_a_session_share_the_sessions_clock_whatever_their_first_snapshot():
+    a = [scheduled("A")] + market("A")
+    b = [
+        scheduled("B"),
+        BookSnapshot("B", 1, 1_300, yes=((1000, 7),), no=((8000, 9),)),
+        PublicTrade("B", 1_600, "b1", 1000, 7, NO),
+        BookDelta("B", 2, 1_700, YES, 1000, 50),
+        BookDelta("B", 3, 2_100, NO, 8000, 5),
+        MarketResolved("B", 4_200, NO),
+    ]
+    session = sorted(a + b, key=lambda event: event.ts_ms)
+    tapes = {tape.ticker: tape for tape in compile_session(session, session_id=1, config=CONFIG)}
+    assert tapes["A"].times.tolist() == [0, 1000, 2000, 3000]
+    assert tapes["B"].times.tolist() == [2000, 3000, 4000, 4200]  # the first grid time after 1300, ...
+    assert set(tapes["A"].times[:-1]) & set(tapes["B"].times[:-1]) == {2000}
+    b0 = tapes["B"]
+    # ... and its first row holds the snapshot and everything up to 2000 -- nothing after
+    assert b0.bids(0, YES) == [(1000, 57)] and b0.bids(0, NO) == [(8000, 9)]
+    assert b0.trade_offsets[:2].tolist() == [0, 1] and b0.trade_prices.tolist() == [1000]
+    assert b0.bids(1, NO) == [(8000, 14)]
+    # the time left runs from B's own first row
+    assert b0.features[0, FRACTION] == pytest.approx(1.0)
 
 
 def test_a_tape_is_one_market_lifetime_whatever_else_the_session_holds():
@@ -203,16 +315,18 @@ class FakeStore:
 
 async def test_a_session_is_read_once_then_served_from_the_cache(tmp_path):
     store = FakeStore()
-    store.add(1, market("A") + market("B"))
+    store.add(1, [scheduled("A")] + market("A") + market("B"))
     first = await load_session_tapes(store, 1, config=CONFIG, cache_dir=tmp_path)
     second = await load_session_tapes(store, 1, config=CONFIG, cache_dir=tmp_path)
     assert store.reads == 1
     assert len(list(tmp_path.glob("replay-s1-*.npz"))) == 1
+    assert [tape.close_ms for tape in second] == [10_000, None]
     for cached, compiled in zip(second, first):
-        assert (cached.ticker, cached.result, cached.expiry_ms, cached.step_ms) == (
+        assert (cached.ticker, cached.result, cached.expiry_ms, cached.close_ms, cached.step_ms) == (
             compiled.ticker,
             compiled.result,
             compiled.expiry_ms,
+            compiled.close_ms,
             compiled.step_ms,
         )
         for name in (
@@ -281,7 +395,17 @@ async def test_data_quality_findings_are_logged_on_every_load_cached_or_not(tmp_
 async def test_a_clean_session_loads_without_a_warning(tmp_path, caplog):
     store = FakeStore()
     book = BookSnapshot("A", 1, 0, yes=((4400, 100),), no=((5300, 300),))
-    store.add(1, [book, BookDelta("A", 2, 1500, YES, 4500, 10), MarketResolved("A", 3000, NO)])
+    events = [scheduled("A", 3000), book, BookDelta("A", 2, 1500, YES, 4500, 10), MarketResolved("A", 3000, NO)]
+    store.add(1, events)
     with caplog.at_level("WARNING", logger="application.replay"):
         await load_session_tapes(store, 1, config=CONFIG, cache_dir=tmp_path)
     assert caplog.text == ""
+
+
+async def test_a_recording_without_a_scheduled_close_is_reported_on_load(tmp_path, caplog):
+    store = FakeStore()
+    store.add(1, market("A"))
+    with caplog.at_level("WARNING", logger="application.replay"):
+        (tape,) = await load_session_tapes(store, 1, config=CONFIG, cache_dir=tmp_path)
+    assert "A: no scheduled close recorded before the first snapshot" in caplog.text
+    assert tape.close_ms is None

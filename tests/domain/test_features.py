@@ -14,6 +14,8 @@ from domain.features import (
     ORDER_OFFSET,
     PORTFOLIO_FEATURES,
     PORTFOLIO_OFFSET,
+    UNKNOWN_TIME_LEFT_FRACTION,
+    UNKNOWN_TIME_LEFT_LOG,
     ObservationBuilder,
     market_features,
     write_order_features,
@@ -137,9 +139,29 @@ def test_time_left_runs_from_one_to_zero_at_expiry():
     assert out[0, COLUMN["time_left_log"]] == pytest.approx(math.log1p(1.0) / 10)
 
 
-def test_an_expiry_before_the_last_row_is_refused():
-    with pytest.raises(ValueError, match="expiry_ms"):
-        features_for([([(4500, 100)], [])] * 2, times=[0, 1000], expiry_ms=500)
+def test_rows_past_the_close_have_no_time_left():
+    out = features_for([([(4500, 100)], [])] * 3, times=[0, 1000, 2000], expiry_ms=500)
+    assert out[:, COLUMN["time_left_fraction"]].tolist() == [1.0, 0.0, 0.0]
+    assert out[1:, COLUMN["time_left_log"]].tolist() == [0.0, 0.0]
+
+
+def test_an_unknown_close_gives_every_row_the_same_neutral_time_features():
+    rows = [([(4500, 100)], [(5300, 100)])] * 3
+    market = dict(
+        times=np.array([0, 30_000, 60_000], dtype=np.int64),
+        bid_prices=np.array([[[4500], [5300]]] * 3, dtype=np.int32),
+        bid_counts=np.array([[[100], [100]]] * 3, dtype=np.int64),
+        marks=np.array([4600] * 3, dtype=np.int32),
+        trade_offsets=np.zeros(4, dtype=np.int64),
+        trade_counts=np.zeros(0, dtype=np.int64),
+        trade_takers=np.zeros(0, dtype=np.int8),
+    )
+    out = market_features(expiry_ms=None, **market)
+    assert out[:, COLUMN["time_left_fraction"]].tolist() == [UNKNOWN_TIME_LEFT_FRACTION] * len(rows)
+    assert out[:, COLUMN["time_left_log"]].tolist() == [UNKNOWN_TIME_LEFT_LOG] * len(rows)
+    known = market_features(expiry_ms=60_000, **market)
+    np.testing.assert_array_equal(np.delete(out, [COLUMN["time_left_fraction"], COLUMN["time_left_log"]], axis=1),
+                                  np.delete(known, [COLUMN["time_left_fraction"], COLUMN["time_left_log"]], axis=1))
 
 
 def test_mark_is_the_floored_mid_carried_over_one_sided_books():
