@@ -5,6 +5,15 @@ an event never waits on the store, batches follow ``batch_size`` and ``flush_int
 store outage is retried and buffered (spilled to disk past ``max_memory_events`` when a
 ``spill`` is given), and ``sample_every`` > 1 stores one book snapshot per N deltas.
 
+**What is known in advance.** Before the feed's first event, the session gets one
+:class:`~domain.events.MarketScheduled` per market: its scheduled close (and expiration) as the
+exchange's :class:`~domain.ports.MarketCatalog` gives it (Kalshi: ``GET /markets/{ticker}``), so
+replay can count the time left down to a time the live actor also knows, never to the end of
+the recording. A feed that describes its own markets (the synthetic feed) is its own catalog. A
+market the catalog cannot describe is recorded without one (logged); replay's data-quality
+report says so. These rows are written directly, not through the write queue (which counts
+only the feed's events).
+
 Whatever way the recording stops -- the feed ends, the task is cancelled (Ctrl-C, SIGTERM), the
 feed fails -- the queue is drained (every accepted event written) and the session is ended
 before the exception, if any, propagates. If the store cannot take the rest in time
@@ -22,8 +31,8 @@ import attrs
 
 from application.write_queue import DEFAULT_RETRY, OrderbookWriteQueue
 from domain.backoff import ExponentialBackoff
-from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, PublicTrade
-from domain.ports import Clock, MarketDataFeed, OrderbookStore, SpillBuffer
+from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, MarketScheduled, PublicTrade
+from domain.ports import Clock, MarketCatalog, MarketDataFeed, OrderbookStore, SpillBuffer
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +48,11 @@ class RecordingSummary:
     deltas: int = 0
     trades: int = 0
     resolutions: int = 0
+    schedules: int = 0  # MarketScheduled rows: markets whose scheduled close was recorded
 
     @property
     def events(self) -> int:
-        return self.snapshots + self.deltas + self.trades + self.resolutions
+        return self.snapshots + self.deltas + self.trades + self.resolutions + self.schedules
 
 
 class UnexpectedMarket(ValueError):
@@ -65,6 +75,7 @@ async def record_session(
     retry: ExponentialBackoff = DEFAULT_RETRY,
     drain_timeout_s: float | None = None,
     on_queue: Callable[[OrderbookWriteQueue], None] | None = None,
+    catalog: MarketCatalog | None = None,
 ) -> RecordingSummary:
     """Record ``feed`` into a new session of ``store`` until the feed ends.
 
@@ -72,7 +83,8 @@ async def record_session(
     written. ``spill`` opens the spill buffer of a session id (e.g.
     ``lambda session_id: FileSpillBuffer.for_session(root, session_id)``); it is closed at the
     end. ``on_queue`` is handed the write queue once it exists (a status page reads its
-    ``stats()``). Returns the totals of the ended session.
+    ``stats()``). ``catalog`` gives each market's scheduled close (default: the feed itself,
+    when it is a :class:`~domain.ports.MarketCatalog`). Returns the totals of the ended session.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -92,6 +104,17 @@ async def record_session(
             await store.end_session(session_id, ended_ms=max(started_ms, clock.now_ms()))
         raise
     tally = _Tally(RecordingSummary(session_id), progress)
+    if catalog is None and isinstance(feed, MarketCatalog):
+        catalog = feed
+    try:
+        if catalog is not None:
+            tally.written(await _record_schedules(store, session_id, catalog, tickers, clock))
+    except BaseException:
+        with contextlib.suppress(Exception):
+            if buffer is not None:
+                await buffer.close()
+            await store.end_session(session_id, ended_ms=max(started_ms, clock.now_ms()))
+        raise
     queue = OrderbookWriteQueue(
         store,
         session_id,
@@ -125,6 +148,30 @@ async def record_session(
             with contextlib.suppress(Exception):
                 await buffer.close()
     return tally.summary
+
+
+async def _record_schedules(
+    store: OrderbookStore, session_id: int, catalog: MarketCatalog, tickers: Sequence[str], clock: Clock
+) -> list[MarketScheduled]:
+    """Each market's scheduled close, written before any market data; a market the catalog
+    cannot describe is logged and recorded without one."""
+    schedules = []
+    for ticker in tickers:
+        try:
+            info = await catalog.market(ticker)
+        except Exception as error:
+            log.warning(
+                "session %d: no scheduled close for %s (%s: %s); its replay will have no time-left features",
+                session_id,
+                ticker,
+                type(error).__name__,
+                error,
+            )
+            continue
+        schedules.append(MarketScheduled(ticker, clock.now_ms(), info.close_ms, info.expiration_ms))
+    if schedules:
+        await store.write_events(session_id, schedules)
+    return schedules
 
 
 async def _finish(
@@ -198,7 +245,7 @@ class _Tally:
 
 
 def _tally(summary: RecordingSummary, batch: Sequence[MarketEvent]) -> RecordingSummary:
-    snapshots = deltas = trades = resolutions = 0
+    snapshots = deltas = trades = resolutions = schedules = 0
     for event in batch:
         if isinstance(event, BookDelta):
             deltas += 1
@@ -206,6 +253,8 @@ def _tally(summary: RecordingSummary, batch: Sequence[MarketEvent]) -> Recording
             snapshots += 1
         elif isinstance(event, PublicTrade):
             trades += 1
+        elif isinstance(event, MarketScheduled):
+            schedules += 1
         else:
             resolutions += 1
     return attrs.evolve(
@@ -214,4 +263,5 @@ def _tally(summary: RecordingSummary, batch: Sequence[MarketEvent]) -> Recording
         deltas=summary.deltas + deltas,
         trades=summary.trades + trades,
         resolutions=summary.resolutions + resolutions,
+        schedules=summary.schedules + schedules,
     )

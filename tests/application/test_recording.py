@@ -12,8 +12,11 @@ from adapters.spill import FileSpillBuffer, spilled_sessions
 from application.recording import RecordingSummary, UnexpectedMarket, record_session, recover_spilled_session
 from application.write_queue import DrainIncomplete
 from domain.backoff import ExponentialBackoff
-from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, PublicTrade
-from domain.ports import OrderbookStore, SessionClosed, SessionInfo, SessionNotFound
+from adapters.synthetic.feed import SyntheticMarketFeed
+from adapters.synthetic.market_model import SyntheticMarketConfig, generate
+from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, MarketScheduled, PublicTrade
+from domain.gateway_errors import ExchangeUnavailable
+from domain.ports import MarketCatalog, MarketInfo, OrderbookStore, SessionClosed, SessionInfo, SessionNotFound
 from domain.values import Side
 
 
@@ -407,3 +410,66 @@ async def test_sampling_stores_one_snapshot_per_n_deltas():
 
 
 _FAST_RETRY = ExponentialBackoff(initial_s=0.005, max_s=0.02)
+
+
+# ---------------------------------------------------------------------------------------------
+# What is known in advance: each market's scheduled close, from the catalog
+# ---------------------------------------------------------------------------------------------
+class FakeCatalog:
+    """The MarketCatalog port: close times by ticker; a ticker it lacks is an outage."""
+
+    def __init__(self, closes: dict[str, int]) -> None:
+        self.closes = closes
+        self.asked: list[str] = []
+
+    async def market(self, ticker: str) -> MarketInfo:
+        self.asked.append(ticker)
+        if ticker not in self.closes:
+            raise ExchangeUnavailable(f"GET /markets/{ticker}: 503")
+        return MarketInfo(ticker=ticker, close_ms=self.closes[ticker], expiration_ms=self.closes[ticker] + 60_000)
+
+
+async def test_each_markets_scheduled_close_is_recorded_before_the_first_event():
+    store, clock = FakeOrderbookStore(), FakeClock()
+    catalog = FakeCatalog({"T1": 5_000_000, "T2": 6_000_000})
+    assert isinstance(catalog, MarketCatalog)
+    events = market_events("T1", deltas=2) + market_events("T2", deltas=1)
+
+    summary = await record_session(
+        ListFeed(events), store, tickers=["T1", "T2"], source="kalshi", batch_size=2, clock=clock, catalog=catalog
+    )
+
+    recorded = store.sessions[summary.session_id].events
+    assert recorded == [
+        MarketScheduled("T1", clock.now, 5_000_000, 5_060_000),
+        MarketScheduled("T2", clock.now, 6_000_000, 6_060_000),
+        *events,
+    ]
+    assert summary.schedules == 2 and summary.events == len(recorded)
+
+
+async def test_a_market_the_catalog_cannot_describe_is_recorded_without_a_schedule(caplog):
+    store, clock = FakeOrderbookStore(), FakeClock()
+    events = market_events("T1", deltas=1) + market_events("T2", deltas=1)
+    with caplog.at_level("WARNING", logger="application.recording"):
+        summary = await record_session(
+            ListFeed(events), store, tickers=["T1", "T2"], source="kalshi", batch_size=10, clock=clock,
+            catalog=FakeCatalog({"T2": 6_000_000}),
+        )  # fmt: skip
+    assert store.sessions[summary.session_id].events == [MarketScheduled("T2", clock.now, 6_000_000, 6_060_000), *events]
+    assert "no scheduled close for T1 (ExchangeUnavailable" in caplog.text
+
+
+async def test_the_synthetic_feed_is_its_own_catalog():
+    config = SyntheticMarketConfig(seed=2, markets=2, events_per_market=50)
+    feed = SyntheticMarketFeed(config)
+    store, clock = FakeOrderbookStore(), FakeClock()
+
+    summary = await record_session(feed, store, tickers=feed.tickers, source="synthetic", batch_size=64, clock=clock)
+
+    recorded = store.sessions[summary.session_id].events
+    expiry = config.expiry_ms
+    assert recorded[:2] == [MarketScheduled(ticker, clock.now, expiry, expiry) for ticker in config.tickers]
+    assert [attrs.evolve(e, seq=None, sid=None) if hasattr(e, "sid") else e for e in recorded[2:]] == [
+        attrs.evolve(e, seq=None, sid=None) if hasattr(e, "sid") else e for e in generate(config)
+    ]
