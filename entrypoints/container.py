@@ -211,6 +211,8 @@ class Container(containers.DeclarativeContainer):
         record=record_live_session.provider,
         spill_root=config.paths.spill_dir,
         tickers=config.market_data.tickers,
+        # Each market's scheduled close, recorded with the session (built when it starts).
+        catalog=market_catalog.provider,
     )
 
 

@@ -9,7 +9,11 @@ the recording use case with its settings -- and adds the steps of a process arou
   process holds is skipped;
 * :meth:`LiveIngestion.run` records one session until :meth:`LiveIngestion.stop` (SIGINT or
   SIGTERM, see :func:`stop_on_signals`): the feed ends after the frame in hand, the write queue
-  drains into the store, the session is ended;
+  drains into the store, the session is ended. Each market's scheduled close is read first from
+  the exchange's :class:`~domain.ports.MarketCatalog` (``GET /markets/{ticker}``) and recorded
+  with it, so replay counts time down to it; without a catalog (it cannot be built, e.g. for a
+  production host, where the REST client refuses to go) the session is recorded without them,
+  said in the log and in replay's data-quality report;
 * :meth:`LiveIngestion.counters` reads the feed's and the queue's counters (no I/O), for the
   status page and the summary a command prints at the end;
 * :meth:`LiveIngestion.add_trade_listener`: the feed's public trades, handed to a listener (the
@@ -38,7 +42,7 @@ from application.book_state import SharedBookState
 from application.recording import RecordingSummary, recover_spilled_session
 from application.write_queue import DrainIncomplete, OrderbookWriteQueue, WriteQueueFailed, WriteQueueStats
 from domain.events import MarketEvent, PublicTrade
-from domain.ports import MarketDataFeed, OrderbookStore, SessionNotFound
+from domain.ports import MarketCatalog, MarketDataFeed, OrderbookStore, SessionNotFound
 
 if TYPE_CHECKING:  # the container builds this module's objects: no import at run time
     from entrypoints.config import Settings
@@ -154,6 +158,7 @@ class LiveIngestion:
         record: Callable[..., Awaitable[RecordingSummary]],
         spill_root: str | Path,
         tickers: Sequence[str],
+        catalog: Callable[[], MarketCatalog] | None = None,
     ) -> None:
         if not tickers:
             raise IngestionUnavailable(
@@ -165,6 +170,7 @@ class LiveIngestion:
         self.tickers = tuple(tickers)
         self.spill_root = Path(spill_root)
         self._record = record
+        self._catalog = catalog  # built when the recording starts: it may need the network
         self.state = IngestionState.IDLE
         self.queue: OrderbookWriteQueue | None = None  # once the session has started
         self.failure: str | None = None
@@ -213,8 +219,10 @@ class LiveIngestion:
         self.state = IngestionState.RECORDING
         try:
             feed = _TradeTap(self.feed, self._trade_listeners) if self._trade_listeners else self.feed
+            catalog = self._market_catalog()
+            extra = {} if catalog is None else {"catalog": catalog}
             summary = await self._record(
-                feed, tickers=self.tickers, source=SOURCE, progress=progress, on_queue=self._adopt
+                feed, tickers=self.tickers, source=SOURCE, progress=progress, on_queue=self._adopt, **extra
             )
         except asyncio.CancelledError:
             self.state, self.failure = IngestionState.FAILED, "cancelled before the queue was drained"
@@ -230,6 +238,20 @@ class LiveIngestion:
         if self.state is IngestionState.RECORDING:
             self.state = IngestionState.DRAINING
         await self.feed.stop()
+
+    def _market_catalog(self) -> MarketCatalog | None:
+        if self._catalog is None:
+            return None
+        try:
+            return self._catalog()
+        except Exception as error:
+            log.warning(
+                "no market catalog (%s: %s): recording without the markets' scheduled close; replay's "
+                "time-left features will be neutral",
+                type(error).__name__,
+                error,
+            )
+            return None
 
     def _adopt(self, queue: OrderbookWriteQueue) -> None:
         self.queue = queue
