@@ -15,8 +15,8 @@ market:
   into snapshots, so its sequence numbers jump by design: count those jumps, not losses;
 * time the book spent crossed (YES bid above YES ask) or locked, which a matching engine never
   leaves standing: a sign of a lost delta or a bad snapshot;
-* time with one side of the book empty (a minor line under 10% of the span), and silences: gaps between a market's events longer
-  than ``silence_ms`` (a stalled feed, or a quiet market);
+* time with one side of the book empty (a minor line under 10% of the span), and silences:
+  gaps between a market's events longer than ``silence_ms`` (a stalled feed, or a quiet market);
 * clock steps back (an event stamped before the one recorded ahead of it) and a market with
   no resolution (its episodes end without settlement).
 

@@ -6,7 +6,8 @@ after. The grid is the session's clock, shared by every market: multiples of ``s
 Unix clock, from the first at or after the market's first snapshot (so row 0 holds it). The last
 row is the end of the market: its resolution when the recording has one, otherwise its last
 event (off the grid). That end is for stepping only; the time-left features count down to
-``close_ms``, the scheduled close the recording learned in advance (None: not recorded). Trades are kept per interval: ``trade_offsets[i]:trade_offsets[i+1]``
+``close_ms``, the scheduled close the recording learned in advance (None: not recorded).
+Trades are kept per interval: ``trade_offsets[i]:trade_offsets[i+1]``
 indexes the trades printed in ``(times[i-1], times[i]]`` (for row 0, everything up to
 ``times[0]``), so an agent that acted at row ``i - 1`` meets exactly those trades before row ``i``.
 

@@ -456,7 +456,8 @@ async def test_a_market_the_catalog_cannot_describe_is_recorded_without_a_schedu
             ListFeed(events), store, tickers=["T1", "T2"], source="kalshi", batch_size=10, clock=clock,
             catalog=FakeCatalog({"T2": 6_000_000}),
         )  # fmt: skip
-    assert store.sessions[summary.session_id].events == [MarketScheduled("T2", clock.now, 6_000_000, 6_060_000), *events]
+    recorded = store.sessions[summary.session_id].events
+    assert recorded == [MarketScheduled("T2", clock.now, 6_000_000, 6_060_000), *events]
     assert "no scheduled close for T1 (ExchangeUnavailable" in caplog.text
 
 

@@ -23,7 +23,7 @@ A, B = "KXTEST-A", "KXTEST-B"
 def mixed_events(start_ms: int = 1_000) -> list[MarketEvent]:
     """One of everything, with every optional field both set and unset."""
     return [
-        MarketScheduled(A, ts_ms=start_ms - 1, close_ms=start_ms + 60_000, expiration_ms=start_ms + 120_000),
+        MarketScheduled(A, ts_ms=start_ms - 1, close_ms=start_ms + 60_000, expiration_ms=start_ms + 90_000),
         MarketScheduled(B, ts_ms=start_ms - 1, close_ms=start_ms + 30_000),
         BookSnapshot(A, seq=1, ts_ms=start_ms, yes=((100, 5), (4500, 12_000), (4550, 1)), no=((5000, 300),), sid=7),
         BookSnapshot(B, seq=None, ts_ms=start_ms, yes=(), no=(), sid=None),
