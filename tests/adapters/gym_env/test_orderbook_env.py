@@ -11,7 +11,7 @@ from adapters.gym_env import ENV_ID, OrderbookEnv
 from adapters.simulated_exchange import ExchangeConfig
 from application.replay import ReplayConfig, compile_market, compile_session
 from domain.actions import Action, ActionConfig, ActionSpace, ActionSpaceMismatch, PricingStrategy
-from domain.events import BookDelta, BookSnapshot, MarketResolved, PublicTrade
+from domain.events import BookDelta, BookSnapshot, MarketResolved, MarketScheduled, PublicTrade
 from domain.features import MARKET_FEATURES, ORDER_FEATURES, ORDER_OFFSET, PORTFOLIO_FEATURES, PORTFOLIO_OFFSET
 from domain.orders import OrderSide, OrderStatus
 from domain.rewards import RewardFunction
@@ -372,7 +372,7 @@ def test_a_new_decision_replaces_the_markets_open_order():
 
 
 def test_an_episode_is_one_market_from_its_first_row_to_its_last():
-    a = busy_market("A", 1, seconds=20)
+    a = [MarketScheduled("A", 0, close_ms=20_000), *busy_market("A", 1, seconds=20)]
     b = busy_market("B", 2, seconds=50)
     session = sorted(a + b, key=lambda event: event.ts_ms)
     tapes = compile_session(session, session_id=1, config=ReplayConfig(step_ms=1000, depth_levels=5))
