@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.synthetic.market_model import SyntheticMarketConfig, generate
+from adapters.synthetic.market_model import SyntheticMarketConfig, generate_recording
 from application.evaluation import DoNothingPolicy, RandomPolicy, evaluate_policy
 from application.replay import ReplayConfig, compile_session
 from entrypoints.learning import EnvironmentSettings, sb3_trainer
@@ -34,7 +34,7 @@ def edged_tapes(seeds: range) -> list:
     tapes = []
     for seed in seeds:
         config = SyntheticMarketConfig(seed=seed, markets=2, duration_ms=5 * 60_000, **PLANTED_EDGE)
-        tapes += compile_session(generate(config), session_id=seed, config=ReplayConfig(step_ms=1_000))
+        tapes += compile_session(generate_recording(config), session_id=seed, config=ReplayConfig(step_ms=1_000))
     return tapes
 
 
