@@ -23,6 +23,7 @@ process to open that spill (:func:`recover_spilled_session`) writes it and ends 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
@@ -155,17 +156,20 @@ async def _record_schedules(
 ) -> list[MarketScheduled]:
     """Each market's scheduled close, written before any market data; a market the catalog
     cannot describe is logged and recorded without one."""
+    # Asked all at once: an unreachable catalog delays the start of the recording by one
+    # lookup's retries, not by one per market.
+    answers = await asyncio.gather(*(catalog.market(ticker) for ticker in tickers), return_exceptions=True)
     schedules = []
-    for ticker in tickers:
-        try:
-            info = await catalog.market(ticker)
-        except Exception as error:
+    for ticker, info in zip(tickers, answers, strict=True):
+        if isinstance(info, BaseException):
+            if not isinstance(info, Exception):
+                raise info  # cancellation and the like are not a catalog's answer
             log.warning(
                 "session %d: no scheduled close for %s (%s: %s); its replay will have no time-left features",
                 session_id,
                 ticker,
-                type(error).__name__,
-                error,
+                type(info).__name__,
+                info,
             )
             continue
         schedules.append(MarketScheduled(ticker, clock.now_ms(), info.close_ms, info.expiration_ms))

@@ -157,11 +157,7 @@ async def collect(args: argparse.Namespace, settings: Settings, container: Conta
                 if saved is not None:
                     print(f"Stopped: session {saved.session_id} ended with {saved.events} events saved.")
                 raise
-    print(
-        f"Recorded session {summary.session_id}: {len(feed.tickers)} markets, {summary.events} events "
-        f"({summary.snapshots} snapshots, {summary.deltas} deltas, {summary.trades} trades, "
-        f"{summary.resolutions} resolutions) into {settings.store_description}"
-    )
+    print(recorded_line(summary, len(feed.tickers), settings))
     return 0
 
 
@@ -187,12 +183,17 @@ async def collect_live(args: argparse.Namespace, settings: Settings, container: 
 
 
 def print_live_summary(summary: RecordingSummary, ingestion: LiveIngestion, settings: Settings) -> None:
-    print(
-        f"Recorded session {summary.session_id}: {len(ingestion.tickers)} markets, {summary.events} events "
-        f"({summary.snapshots} snapshots, {summary.deltas} deltas, {summary.trades} trades, "
-        f"{summary.resolutions} resolutions) into {settings.store_description}"
-    )
+    print(recorded_line(summary, len(ingestion.tickers), settings))
     _print_counters(ingestion)
+
+
+def recorded_line(summary: RecordingSummary, markets: int, settings: Settings) -> str:
+    """What a finished recording holds, by kind, and where it went."""
+    return (
+        f"Recorded session {summary.session_id}: {markets} markets, {summary.events} events "
+        f"({summary.schedules} schedules, {summary.snapshots} snapshots, {summary.deltas} deltas, "
+        f"{summary.trades} trades, {summary.resolutions} resolutions) into {settings.store_description}"
+    )
 
 
 def live_ingestion(tickers: Sequence[str], settings: Settings, container: Container) -> LiveIngestion:

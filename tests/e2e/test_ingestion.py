@@ -25,7 +25,7 @@ import pytest
 
 from adapters.kalshi.parsing import parse_message
 from adapters.storage import PostgresOrderbookStore
-from domain.events import BookDelta, BookSnapshot, MarketEvent
+from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketScheduled
 from domain.orderbook import OrderBook
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -56,13 +56,14 @@ async def database_url(postgres_dsn: str) -> AsyncIterator[str]:
 @attrs.frozen
 class Recorded:
     session_id: int
-    events: int
+    events: int  # market data and the markets' schedules
+    schedules: int
     feed: dict[str, int]
     store: dict[str, int]
 
 
 def parse_collector_output(stdout: str) -> Recorded:
-    session = re.search(r"^Recorded session (\d+): 3 markets, (\d+) events ", stdout, re.M)
+    session = re.search(r"^Recorded session (\d+): 3 markets, (\d+) events \((\d+) schedules", stdout, re.M)
     feed = re.search(r"^Feed: (.*)$", stdout, re.M)
     store = re.search(r"^Store: (.*)$", stdout, re.M)
     assert session and feed and store, stdout
@@ -70,6 +71,7 @@ def parse_collector_output(stdout: str) -> Recorded:
     return Recorded(
         session_id=int(session.group(1)),
         events=int(session.group(2)),
+        schedules=int(session.group(3)),
         feed={name: int(count) for count, name in re.findall(r"(\d+) ([a-z]+)", feed.group(1))},
         store={name.replace(" ", "_"): int(count) for count, name in counts},
     )
@@ -128,6 +130,7 @@ async def test_the_collector_stores_every_event_it_accepted_and_the_exchange_boo
             DATABASE_URL=database_url,
             KALSHI_ENV="local",
             KALSHI_WS_URL=url,
+            KALSHI_REST_URL=url.replace("ws://", "http://").replace("/ws/v2", "/v2"),  # its REST API: the markets' schedules
             KALSHI_API_KEY_ID=KEY_ID,
             KALSHI_PRIVATE_KEY_PATH=str(private_key),
             RL_MARKET_TICKERS=",".join(tickers),
@@ -152,7 +155,9 @@ async def test_the_collector_stores_every_event_it_accepted_and_the_exchange_boo
     if scenario == "skip-seq":
         assert recorded.feed["resyncs"] >= 1 and recorded.feed["snapshots"] >= 6, collector.output
     store_counts = recorded.store
-    assert store_counts["accepted"] == store_counts["rows_written"] == recorded.events, collector.output
+    # Each market's scheduled close comes from the exchange's REST API, written before the feed starts.
+    assert recorded.schedules == len(tickers), collector.output
+    assert store_counts["accepted"] == store_counts["rows_written"] == recorded.events - recorded.schedules, collector.output
     assert store_counts["pending"] == 0 and store_counts["rejected"] == 0
     assert recorded.feed["deltas"] > 500, "the collector connected late: too little of the run was recorded"
 
@@ -164,7 +169,9 @@ async def test_the_collector_stores_every_event_it_accepted_and_the_exchange_boo
     finally:
         await store.close()
     assert session.is_closed and session.source == "kalshi" and session.tickers == tuple(tickers)
-    assert len(events) == session.snapshots + session.deltas + session.trades == store_counts["accepted"]
+    data = [event for event in events if not isinstance(event, MarketScheduled)]
+    assert len(data) == session.snapshots + session.deltas + session.trades == store_counts["accepted"]
+    assert {event.ticker for event in events if isinstance(event, MarketScheduled)} == set(tickers)
     assert (session.snapshots, session.deltas, session.trades) == (
         recorded.feed["snapshots"],
         recorded.feed["deltas"],

@@ -51,6 +51,7 @@ async def test_serve_answers_while_recording_and_drains_on_sigterm(
         env=subprocess_environment(
             RL_DATA_DIR=str(data_dir),
             KALSHI_WS_URL=ws_url,
+            KALSHI_REST_URL=ws_url.replace("ws://", "http://").replace("/ws/v2", "/v2"),  # its REST API: the markets' schedules
             KALSHI_API_KEY_ID=KEY_ID,
             KALSHI_PRIVATE_KEY_PATH=str(private_key),
             RL_MARKET_TICKERS=",".join(tickers),
@@ -110,7 +111,11 @@ async def test_serve_answers_while_recording_and_drains_on_sigterm(
     assert await service.finished() == 0, service.output
     stdout = "".join(service.stdout)
     assert "SIGTERM: stopping" in "".join(service.stderr) and "Traceback" not in service.output
-    session_id, events = map(int, re.search(r"^Recorded session (\d+): 3 markets, (\d+) events", stdout, re.M).groups())
+    session_id, events, schedules = map(
+        int, re.search(r"^Recorded session (\d+): 3 markets, (\d+) events \((\d+) schedules", stdout, re.M).groups()
+    )
+    assert schedules == 3  # each market's scheduled close, from the exchange's REST API
+    events -= schedules  # what the write queue took: market data
     accepted, written, pending = map(
         int, re.search(r"^Store: (\d+) accepted, (\d+) rows written, .* (\d+) pending", stdout, re.M).groups()
     )

@@ -17,7 +17,7 @@ from adapters.kalshi.auth import generate_keypair, public_key_from_pem
 from adapters.local_exchange import ExchangeConfig, LocalExchange
 from adapters.synthetic.market_model import SyntheticMarketConfig
 from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, PublicTrade
-from domain.ports import ModelNotFound, ModelRecord, SessionInfo, SessionNotFound
+from domain.ports import MarketInfo, ModelNotFound, ModelRecord, SessionInfo, SessionNotFound
 from domain.values import Side
 from entrypoints.config import Settings
 
@@ -148,6 +148,10 @@ class FakeFeed:
             yield BookDelta(ticker, 2 + i, i, Side.YES, 4000, 100)
         yield PublicTrade(ticker, self._events, "t-1", yes_price=4000, count=100, taker_side=Side.NO)
         yield MarketResolved(ticker, self._events + 1, Side.NO)
+
+    async def market(self, ticker: str) -> MarketInfo:
+        """The feed as its own catalog (as the synthetic feed is): the scheduled close collect records."""
+        return MarketInfo(ticker, close_ms=self._events + 1)
 
 
 @pytest.fixture

@@ -44,15 +44,16 @@ def test_collect_then_list_and_show_sessions(tmp_path):
 
     assert collected.returncode == 0, collected.stderr
     match = re.fullmatch(
-        r"Recorded session 1: 2 markets, (\d+) events \((\d+) snapshots, (\d+) deltas, (\d+) trades, "
-        r"(\d+) resolutions\) into SQLite (.+)\n",
+        r"Recorded session 1: 2 markets, (\d+) events \((\d+) schedules, (\d+) snapshots, (\d+) deltas, "
+        r"(\d+) trades, (\d+) resolutions\) into SQLite (.+)\n",
         collected.stdout,
     )
     assert match, collected.stdout
-    events, snapshots, deltas, trades, resolutions = map(int, match.groups()[:5])
-    assert events == snapshots + deltas + trades + resolutions
+    events, schedules, snapshots, deltas, trades, resolutions = map(int, match.groups()[:6])
+    assert events == schedules + snapshots + deltas + trades + resolutions
+    assert schedules == 2  # each market's scheduled close, from the synthetic feed as its catalog
     assert snapshots >= 2 and deltas > 0
-    assert Path(match.group(6)) == data_dir / "kalshiflow.db"
+    assert Path(match.group(7)) == data_dir / "kalshiflow.db"
     assert (data_dir / "kalshiflow.db").is_file()
 
     listed = kalshiflow("sessions", "list", data_dir=data_dir)

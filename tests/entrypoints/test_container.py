@@ -71,8 +71,8 @@ async def test_an_overridden_store_receives_the_recording_with_the_configured_ba
 
     summary = await container.record_session(feed, tickers=feed.tickers, source="synthetic")
 
-    assert summary == RecordingSummary(1, snapshots=1, deltas=7, trades=1, resolutions=1)
-    assert [e.ts_ms for e in fake_store.sessions[1]["events"]][:3] == [0, 0, 1]
+    assert summary == RecordingSummary(1, snapshots=1, deltas=7, trades=1, resolutions=1, schedules=2)
+    assert [e.ts_ms for e in fake_store.sessions[1]["events"]][2:5] == [0, 0, 1]  # after the 2 schedules
     assert fake_store.sessions[1]["ended_ms"] is not None
     assert container.storage.orderbook_store() is fake_store  # the override reaches the source
 
