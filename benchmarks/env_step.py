@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from adapters.gym_env import OrderbookEnv
-from adapters.synthetic.market_model import SyntheticMarketConfig, generate
+from adapters.synthetic.market_model import SyntheticMarketConfig, generate_recording
 from application.replay import ReplayConfig, compile_session
 from domain.actions import ActionConfig, ActionSpace
 from domain.values import ONE_CONTRACT
@@ -34,7 +34,7 @@ from domain.values import ONE_CONTRACT
 def make_tapes(sessions: int = 2, markets: int = 3, minutes: int = 10) -> list:
     tapes = []
     for seed in range(sessions):
-        events = generate(SyntheticMarketConfig(seed=seed, markets=markets, duration_ms=minutes * 60_000))
+        events = generate_recording(SyntheticMarketConfig(seed=seed, markets=markets, duration_ms=minutes * 60_000))
         tapes.extend(compile_session(events, session_id=seed, config=ReplayConfig()))
     return tapes
 
