@@ -28,6 +28,7 @@ from dependency_injector import containers, providers
 from adapters.kalshi.auth import RequestSigner, load_private_key
 from adapters.kalshi.market_data import KalshiMarketDataFeed
 from adapters.kalshi.rest_markets import KalshiMarketCatalog
+from adapters.kalshi.rest_client import KalshiRestClient
 from adapters.kalshi.rest_gateway import KalshiOrderGateway
 from adapters.kalshi.ws_client import KalshiWebSocketClient
 from adapters.spill import FileSpillBuffer
@@ -95,6 +96,14 @@ def kalshi_market_catalog(gateway: KalshiOrderGateway) -> KalshiMarketCatalog:
     return KalshiMarketCatalog(gateway.client)
 
 
+def kalshi_recording_catalog(*, rest_url: str, signer: RequestSigner | None) -> KalshiMarketCatalog:
+    """Markets' scheduled closes for recording, over a read-only client: production market data
+    may be recorded, so this one may point at production (it sends nothing but GETs)."""
+    if signer is None:
+        raise ValueError("reading markets needs an API key: set KALSHI_API_KEY_ID and KALSHI_PRIVATE_KEY_PATH")
+    return KalshiMarketCatalog(KalshiRestClient(rest_url, signer, read_only=True))
+
+
 def spill_opener(root: str) -> Callable[[int], FileSpillBuffer]:
     """Opens (and locks) the spill of a session id under ``root`` (``$RL_DATA_DIR/spill``)."""
     return functools.partial(FileSpillBuffer.for_session, Path(root))
@@ -141,6 +150,8 @@ class MarketDataContainer(containers.DeclarativeContainer):
     )
     # What the exchange says of its markets (close times, results), over the gateway's client.
     market_catalog = providers.Singleton(kalshi_market_catalog, order_gateway)
+    # What recording asks of it (scheduled closes): read-only, so production data can be recorded.
+    recording_catalog = providers.Singleton(kalshi_recording_catalog, rest_url=config.rest_url, signer=kalshi_signer)
 
     # The market count, length and seed come from the command line: a Factory, called with them.
     synthetic_feed = providers.Factory(synthetic_market_feed)
@@ -178,6 +189,7 @@ class Container(containers.DeclarativeContainer):
     live_books = market_data.live_books
     order_gateway = market_data.order_gateway
     market_catalog = market_data.market_catalog
+    recording_catalog = market_data.recording_catalog
     environment_settings = learning.environment_settings
     trainer = learning.trainer
 
@@ -212,7 +224,7 @@ class Container(containers.DeclarativeContainer):
         spill_root=config.paths.spill_dir,
         tickers=config.market_data.tickers,
         # Each market's scheduled close, recorded with the session (built when it starts).
-        catalog=market_catalog.provider,
+        catalog=recording_catalog.provider,
     )
 
 

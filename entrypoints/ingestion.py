@@ -11,8 +11,9 @@ the recording use case with its settings -- and adds the steps of a process arou
   SIGTERM, see :func:`stop_on_signals`): the feed ends after the frame in hand, the write queue
   drains into the store, the session is ended. Each market's scheduled close is read first from
   the exchange's :class:`~domain.ports.MarketCatalog` (``GET /markets/{ticker}``) and recorded
-  with it, so replay counts time down to it; without a catalog (it cannot be built, e.g. for a
-  production host, where the REST client refuses to go) the session is recorded without them,
+  with it, so replay counts time down to it (a read-only client, so production market data can
+  be recorded with them); without a catalog (it cannot be built, e.g. no API key) the session is
+  recorded without them,
   said in the log and in replay's data-quality report;
 * :meth:`LiveIngestion.counters` reads the feed's and the queue's counters (no I/O), for the
   status page and the summary a command prints at the end;

@@ -14,6 +14,8 @@
   cancel) may be our own first attempt, not a conflict (see :mod:`adapters.kalshi.rest_gateway`).
 * **Never production.** A base URL on a real-money host (``*.kalshi.com``) is refused at
   construction: orders go to the demo exchange (``kalshi.co``) or the local one, nowhere else.
+  A ``read_only`` client (recording's market catalog: production market data may be read) may
+  point anywhere and refuses every method but GET.
 """
 
 from __future__ import annotations
@@ -164,8 +166,11 @@ class KalshiRestClient:
         transport: httpx.AsyncBaseTransport | None = None,
         random: Callable[[], float] = _random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        read_only: bool = False,
     ) -> None:
-        refuse_production(base_url, "the REST base URL")
+        if not read_only:
+            refuse_production(base_url, "the REST base URL")
+        self.read_only = read_only
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"the REST base URL must be http(s)://host/trade-api/v2, got {base_url!r}")
@@ -214,6 +219,8 @@ class KalshiRestClient:
         """``method path`` (relative to the base URL), retried on what can pass; returns the final
         response, an error response included. Raises :class:`ExchangeUnavailable` when no
         attempt got an answer, :class:`RateLimited` when every attempt was refused with 429."""
+        if self.read_only and method != "GET":
+            raise ProductionRefused(f"{method} {path}: this client reads only (GET); it sends no orders")
         bucket = "read" if kind is RequestKind.READ else "write"
         cost = self.rate_limits.cost(kind, items)
         content = orjson.dumps(json) if json is not None else None

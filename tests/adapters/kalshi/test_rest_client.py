@@ -123,6 +123,25 @@ def test_demo_and_local_hosts_are_accepted(url):
     assert KalshiRestClient(url, SIGNER).base_url == url
 
 
+async def test_a_read_only_client_may_read_production_but_sends_nothing_else():
+    production = "https://external-api.kalshi.com/trade-api/v2"
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        return reply(200, {"market": {}})
+
+    reader = KalshiRestClient(production, SIGNER, transport=httpx.MockTransport(handler), read_only=True)
+    try:
+        assert (await reader.send("GET", "/markets/T1")).status == 200
+        for method in ("POST", "DELETE", "PUT"):
+            with pytest.raises(ProductionRefused, match="reads only"):
+                await reader.send(method, "/portfolio/events/orders", json={})
+    finally:
+        await reader.aclose()
+    assert seen == ["GET"]  # nothing but the read left the process
+
+
 def test_a_base_url_without_the_trade_api_prefix_is_refused():
     with pytest.raises(ValueError, match="/trade-api"):
         KalshiRestClient("http://127.0.0.1:8765/v2", SIGNER)
