@@ -17,6 +17,7 @@ import numpy as np
 from adapters.simulated_exchange import kernel as k
 from adapters.simulated_exchange.exchange import (
     CASH_SHORT,
+    CASH_SHORT_TO_FILL,
     FILL_OR_KILL_SHORT,
     NOTHING_TO_REDUCE,
     POST_ONLY_CROSSES,
@@ -48,7 +49,8 @@ _PENDING, _RESTING, _REJECTED = OrderStatus.PENDING, OrderStatus.RESTING, OrderS
 _TIME_IN_FORCE = {TimeInForce.GOOD_TILL_CANCELED: k.GTC, TimeInForce.IMMEDIATE_OR_CANCEL: k.IOC,
                   TimeInForce.FILL_OR_KILL: k.FOK}  # fmt: skip
 _REFUSALS = {k.R_NOTHING_TO_REDUCE: NOTHING_TO_REDUCE, k.R_REDUCE_TOO_BIG: REDUCE_TOO_BIG,
-             k.R_POST_ONLY: POST_ONLY_CROSSES, k.R_FILL_OR_KILL: FILL_OR_KILL_SHORT, k.R_CASH: CASH_SHORT}  # fmt: skip
+             k.R_POST_ONLY: POST_ONLY_CROSSES, k.R_FILL_OR_KILL: FILL_OR_KILL_SHORT, k.R_CASH: CASH_SHORT,
+             k.R_CASH_TO_FILL: CASH_SHORT_TO_FILL}  # fmt: skip
 # Counts above this could overflow the kernel's 64-bit fee arithmetic (rate x count x P x (1 - P)).
 MAX_COUNT = 10**7
 
@@ -269,8 +271,11 @@ class CompiledExchange:
             elif kind == k.E_CANCEL:
                 order.cancel()
             else:
-                order.status = _REJECTED
-                self.rejections.append(Rejection(order, refusal_reason(_REFUSALS[a], order, b, c), d))
+                if a == k.R_CASH_TO_FILL:  # partly filled: the rest is cancelled
+                    order.cancel()
+                else:
+                    order.status = _REJECTED
+                self.rejections.append(Rejection(order, refusal_reason(_REFUSALS[a], order, b, c, e), d))
         return executions
 
     def _events_for_settle(self) -> np.ndarray:

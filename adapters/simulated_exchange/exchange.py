@@ -178,10 +178,10 @@ def settle_market(ledger: Ledger, ticker: str, result: Side) -> Settlement:
 
 
 # Why an order is refused when it takes effect: the refusal's kind and its numbers.
-NOTHING_TO_REDUCE, REDUCE_TOO_BIG, POST_ONLY_CROSSES, FILL_OR_KILL_SHORT, CASH_SHORT = range(5)
+NOTHING_TO_REDUCE, REDUCE_TOO_BIG, POST_ONLY_CROSSES, FILL_OR_KILL_SHORT, CASH_SHORT, CASH_SHORT_TO_FILL = range(6)
 
 
-def refusal_reason(kind: int, order: Order, a: int = 0, b: int = 0) -> str:
+def refusal_reason(kind: int, order: Order, a: int = 0, b: int = 0, c: int = 0) -> str:
     if kind == NOTHING_TO_REDUCE:
         return "reduce-only order with no position to reduce"
     if kind == REDUCE_TOO_BIG:
@@ -190,6 +190,11 @@ def refusal_reason(kind: int, order: Order, a: int = 0, b: int = 0) -> str:
         return "post-only order would cross the book"
     if kind == FILL_OR_KILL_SHORT:
         return f"fill-or-kill order for {order.count} sees only {a} to take"
+    if kind == CASH_SHORT_TO_FILL:
+        return (
+            f"cash of {b} micro-dollars pays for only {a} of a passive fill of {c} (fee included): "
+            f"filled {a}, the rest of the order cancelled"
+        )
     return f"needs {a} micro-dollars, has {b} to spend"
 
 
@@ -475,8 +480,9 @@ class SimulatedExchange:
             problem = refusal_reason(FILL_OR_KILL_SHORT, order, available)
         else:
             spendable = self.ledger.cash - self._reserved_by_others(order)
-            if spendable < self._dearest(order.count):  # else affordable whatever the price and position
-                required = cash_required(order.side, order.price, order.count, position, self.fees)
+            # else affordable whatever the prices, the position and the per-fill fee roundings
+            if spendable < self._dearest(order.count) + (len(levels) + 1) * self.fees.account_increment_micros:
+                required = self._cost_to_take_effect(order, levels, position)
                 if required > spendable:
                     problem = refusal_reason(CASH_SHORT, order, required, spendable)
         if problem is not None:
@@ -530,7 +536,9 @@ class SimulatedExchange:
                     fill = min(order.remaining, count - replay.consumed.remaining(kind, price, index, now))
                     if fill <= 0:
                         continue
-                    replay.consumed.take(kind, price, fill, index, now)
+                    paid = self._affordable(order, fill)
+                    if paid:
+                        replay.consumed.take(kind, price, paid, index, now)
                     working.queue.ahead = 0
                 elif kind == hits_us:  # a trade whose taker sold to bids on our side
                     at = price if side == 0 else ONE_DOLLAR - price  # its price on our side
@@ -545,8 +553,18 @@ class SimulatedExchange:
                         continue
                 else:
                     continue
-                executions.append(self._execute(order, order.price, fill, False, times[index - 1]))
-                if not order.remaining:
+                if kind >= 2:
+                    paid = self._affordable(order, fill)
+                cash = self.ledger.cash
+                if paid:
+                    executions.append(self._execute(order, order.price, paid, False, times[index - 1]))
+                if paid < fill:  # the cash cannot pay for the whole fill: the rest of the order goes
+                    order.cancel()
+                    self.rejections.append(
+                        Rejection(order, refusal_reason(CASH_SHORT_TO_FILL, order, paid, cash, fill), times[index - 1])
+                    )
+                    finished = True
+                elif not order.remaining:
                     finished = True
             if finished:
                 for working in [working for working in resting if not working.order.remaining]:
@@ -601,6 +619,60 @@ class SimulatedExchange:
                 self._fees.clear()
             fee = self._fees[key] = self.fees.fee(count, price, is_taker=is_taker)
         return fee
+
+    def _cost_to_take_effect(self, order: Order, levels: list[tuple[int, int, int]], position: int) -> int:
+        """The most cash ``order`` can take when it takes effect and after: its crossing part at
+        what it will cost (each level's fill at its own price, each fee rounded as charged) and,
+        for a remainder that will rest, :func:`~domain.actions.cash_required` at the position the
+        crossing leaves. Contracts that close a position count for nothing (as in ``cash_required``)."""
+        is_bid = order.side is _BID
+        left = order.count - order.filled
+        cost = 0
+        for _q, yes_price, size in levels:
+            take = size if size < left else left
+            if is_bid:
+                closing = min(take, -position) if position < 0 else 0
+                cost += (take - closing) * yes_price
+                position += take
+            else:
+                closing = min(take, position) if position > 0 else 0
+                cost += (take - closing) * (ONE_DOLLAR - yes_price)
+                position -= take
+            cost += self._fee(take, yes_price, True)
+            left -= take
+            if not left:
+                break
+        if left and order.time_in_force is _GOOD_TILL_CANCELED:
+            cost += cash_required(order.side, order.price, left, position, self.fees)
+        return cost
+
+    def _affordable(self, order: Order, count: int) -> int:
+        """How much of a passive fill of ``count`` at ``order``'s price the cash pays for, fee
+        included (``count`` itself when it can all be paid)."""
+        cash = self.ledger.cash
+        if cash >= self._dearest(count):
+            return count
+        position = self.ledger.quantity(order.ticker)
+        price = order.price
+        if order.side is _BID:
+            held, opening = (-position if position < 0 else 0), price
+        else:
+            held, opening = (position if position > 0 else 0), ONE_DOLLAR - price
+
+        def pays(n: int) -> bool:
+            closed = n if n < held else held
+            return cash - self._fee(n, price, False) + (ONE_DOLLAR - opening) * closed - opening * (n - closed) >= 0
+
+        if pays(count):
+            return count
+        lo, hi = 0, count  # lo is paid for (cash is never negative), hi is not
+        while hi - lo > 1:
+            middle = (lo + hi) // 2
+            if pays(middle):
+                lo = middle
+            else:
+                hi = middle
+        return lo
 
     def _dearest(self, count: int) -> int:
         """The most an order for ``count`` can cost: $1 a contract and the taker fee at its $0.50

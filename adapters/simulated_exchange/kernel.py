@@ -64,7 +64,9 @@ C_TAKER, C_MAKER, C_FEE_STEP, C_ACCOUNT_STEP, C_LATENCY, C_REFILL = range(6)
 EVENT_FIELDS = 8
 E_FILL, E_REST, E_CANCEL, E_REJECT = range(4)  # fill: price, count, is taker, time, fee, count closed
 # rejection reasons (event a; b and c their numbers)
-R_NOTHING_TO_REDUCE, R_REDUCE_TOO_BIG, R_POST_ONLY, R_FILL_OR_KILL, R_CASH = range(5)
+R_NOTHING_TO_REDUCE, R_REDUCE_TOO_BIG, R_POST_ONLY, R_FILL_OR_KILL, R_CASH, R_CASH_TO_FILL = range(6)
+# (R_CASH_TO_FILL: a passive fill the cash could not pay in full; b the count paid for, c the cash,
+# e the fill's count; the order, partly filled, is cancelled)
 
 _KERNEL = {"cache": True}  # compiled once, kept beside the module (__pycache__)
 
@@ -110,6 +112,58 @@ def _cash_required(config: np.ndarray, side: int, price: int, count: int, positi
         return (count - closing) * price + fee(config, count, min(price, HALF_DOLLAR), True)
     closing = min(count, position) if position > 0 else 0
     return (count - closing) * (ONE_DOLLAR - price) + fee(config, count, max(price, HALF_DOLLAR), True)
+
+
+@njit(**_KERNEL)
+def _cost_to_take_effect(config, side, price, tif, count, position, levels, count_levels) -> int:
+    """``SimulatedExchange._cost_to_take_effect``: the crossing part at what each level's fill
+    costs (fee rounded per fill), plus ``_cash_required`` for a remainder that will rest."""
+    left = count
+    cost = 0
+    for i in range(count_levels):
+        yes_price, size = levels[i, 1], levels[i, 2]
+        take = size if size < left else left
+        if side == 0:
+            closing = min(take, -position) if position < 0 else 0
+            cost += (take - closing) * yes_price
+            position += take
+        else:
+            closing = min(take, position) if position > 0 else 0
+            cost += (take - closing) * (ONE_DOLLAR - yes_price)
+            position -= take
+        cost += fee(config, take, yes_price, True)
+        left -= take
+        if not left:
+            break
+    if left and tif == GTC:
+        cost += _cash_required(config, side, price, left, position)
+    return cost
+
+
+@njit(**_KERNEL)
+def _affordable(state, config, side, price, count) -> int:
+    """``SimulatedExchange._affordable``: how much of a passive fill of ``count`` at ``price`` the
+    cash pays for, fee included."""
+    cash = state[CASH]
+    if cash >= count * ONE_DOLLAR + fee(config, count, HALF_DOLLAR, True):
+        return count
+    position = state[POSITION]
+    if side == 0:
+        held, opening = (-position if position < 0 else 0), price
+    else:
+        held, opening = (position if position > 0 else 0), ONE_DOLLAR - price
+    closed = count if count < held else held
+    if cash - fee(config, count, price, False) + (ONE_DOLLAR - opening) * closed - opening * (count - closed) >= 0:
+        return count
+    lo, hi = 0, count
+    while hi - lo > 1:
+        middle = (lo + hi) // 2
+        closed = middle if middle < held else held
+        if cash - fee(config, middle, price, False) + (ONE_DOLLAR - opening) * closed - opening * (middle - closed) >= 0:
+            lo = middle
+        else:
+            hi = middle
+    return lo
 
 
 # -- consumed liquidity (adapters.simulated_exchange.liquidity) --------------------------------
@@ -317,8 +371,10 @@ def _activate(
         _reject(state, orders, open_slots, resting, events, slot, R_FILL_OR_KILL, available, 0)
         return
     spendable = state[CASH] - _reserved_by_others(state, orders, open_slots, config, slot)
-    if spendable < count * ONE_DOLLAR + fee(config, count, HALF_DOLLAR, True):  # else affordable at any price
-        required = _cash_required(config, order[O_SIDE], order[O_PRICE], count, position)
+    dearest = count * ONE_DOLLAR + fee(config, count, HALF_DOLLAR, True) + (count_levels + 1) * config[C_ACCOUNT_STEP]
+    if spendable < dearest:  # else affordable at any price, position and per-fill fee rounding
+        required = _cost_to_take_effect(config, order[O_SIDE], order[O_PRICE], order[O_TIF], count, position,
+                                        levels, count_levels)  # fmt: skip
         if required > spendable:
             _reject(state, orders, open_slots, resting, events, slot, R_CASH, required, spendable)
             return
@@ -386,7 +442,9 @@ def _replay_log(
                     fill = remaining
                 if fill <= 0:
                     continue
-                _take(state, taken, config, log, level_offsets, level_entries, kind, price, fill, index, now)
+                paid = _affordable(state, config, side, order[O_PRICE], fill)
+                if paid:
+                    _take(state, taken, config, log, level_offsets, level_entries, kind, price, paid, index, now)
                 order[O_AHEAD] = 0
             elif kind == 3 - side:  # a trade whose taker sold to bids on our side
                 at = price if side == 0 else ONE_DOLLAR - price
@@ -409,14 +467,22 @@ def _replay_log(
                     continue
             else:
                 continue
-            _execute(state, orders, events, config, slot, order[O_PRICE], fill, False, log[L_TIME, index - 1])
-            if order[O_FILLED] == order[O_COUNT]:
+            if kind >= 2:
+                paid = _affordable(state, config, side, order[O_PRICE], fill)
+            cash = state[CASH]
+            if paid:
+                _execute(state, orders, events, config, slot, order[O_PRICE], paid, False, log[L_TIME, index - 1])
+            if paid < fill:  # the cash cannot pay for the whole fill: the rest of the order goes
+                orders[slot, O_STATUS] = CANCELED
+                _event(state, events, E_REJECT, slot, R_CASH_TO_FILL, paid, cash, log[L_TIME, index - 1], fill, 0)
+                finished = True
+            elif order[O_FILLED] == order[O_COUNT]:
                 finished = True
         if finished:
             position = 0
             while position < state[RESTING]:
                 slot = resting[position]
-                if orders[slot, O_FILLED] == orders[slot, O_COUNT]:
+                if orders[slot, O_FILLED] == orders[slot, O_COUNT] or orders[slot, O_STATUS] == CANCELED:
                     _close(state, open_slots, resting, slot)
                 else:
                     position += 1
@@ -425,7 +491,7 @@ def _replay_log(
             kept = 0
             for entry in range(watching):
                 slot = watch[entry]
-                if orders[slot, O_FILLED] != orders[slot, O_COUNT]:
+                if orders[slot, O_FILLED] != orders[slot, O_COUNT] and orders[slot, O_STATUS] != CANCELED:
                     watch[kept] = slot
                     kept += 1
             watching = kept
@@ -496,7 +562,7 @@ def _events_needed(state, log_offsets, depth, row) -> int:
     end = log_offsets[row + 1]
     window = end - log_offsets[state[ROW]]
     pending = state[TAIL] - state[HEAD]
-    return window * (state[OPEN] + pending + 1) + pending * (depth + window + 2) + 1
+    return 2 * window * (state[OPEN] + pending + 1) + pending * (depth + window + 2) + 1
 
 
 @njit(**_KERNEL)

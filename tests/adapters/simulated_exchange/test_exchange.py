@@ -25,6 +25,7 @@ from adapters.simulated_exchange import (
 from adapters.simulated_exchange.compiled import CompiledExchange, CompiledMarket
 from application.replay import ReplayConfig, compile_market
 from domain.events import BookDelta, BookSnapshot, MarketResolved, PublicTrade
+from domain.actions import cash_required
 from domain.fees import FeeSchedule
 from domain.ledger import Ledger
 from domain.orders import OrderRequest, OrderSide, OrderStatus, TimeInForce
@@ -502,3 +503,75 @@ def test_requests_out_of_time_order_and_unknown_markets_or_orders_are_errors():
         exchange.cancel("nope", ts_ms=2000)
     with pytest.raises(ExchangeError, match="cannot advance"):
         exchange.advance("T", 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Cash never goes negative: fees are charged, and rounded, per fill
+# ---------------------------------------------------------------------------------------------
+def test_a_crossing_order_is_checked_at_its_per_level_cost_with_each_fee_rounded_as_charged():
+    # asks 0.049 x 1 and 0.050 x 1 (NO bids 0.951 and 0.950)
+    exchange, ledger = venue(delta(0, NO, 9510, C), delta(0, NO, 9500, C), cash=110_000)
+    order, executions = send(exchange, bid(500, 2 * C), 0)
+    # $0.049 + $0.050 = $0.099; fees 0.07 x 0.049 x 0.951 = $0.0033 -> $0.01 and
+    # 0.07 x 0.05 x 0.95 = $0.0033 -> $0.01: $0.119 > $0.11 (one rounding on 2 contracts, $0.01, said $0.109)
+    assert order.status is OrderStatus.REJECTED and executions == []
+    assert exchange.rejections[0].reason == "needs 119000 micro-dollars, has 110000 to spend"
+    assert ledger.cash == 110_000
+    exchange, ledger = venue(delta(0, NO, 9510, C), delta(0, NO, 9500, C), cash=119_000)
+    order, executions = send(exchange, bid(500, 2 * C), 0)
+    assert fills(executions) == [(490, C, True), (500, C, True)] and ledger.cash == 0
+
+
+def test_a_passive_fill_the_cash_cannot_pay_fills_what_it_pays_for_and_cancels_the_rest():
+    exchange, ledger = venue(
+        trade(1500, 500, C, NO),  # sellers hit our bid at 0.05 (nothing ahead of it)
+        trade(2500, 500, C, NO),
+        cash=110_000,
+        fees=FeeSchedule.kalshi_with_maker_fees(),
+    )
+    # rests: 2 x $0.05 + the taker-fee bound $0.01 = $0.11
+    order, executions = send(exchange, bid(500, 2 * C), 0)
+    assert order.status is OrderStatus.RESTING and executions == []
+    (first,) = exchange.advance("T", 2)  # $0.05 + maker fee 0.0175 x 0.05 x 0.95 -> $0.01
+    assert (first.fill.count, first.fill.fee) == (C, 10_000) and ledger.cash == 50_000
+    (second,) = exchange.advance("T", 3)
+    # $0.05 pays for 0.80 contracts: $0.04 + the $0.01 fee
+    assert (second.fill.count, second.fill.fee, second.fill.ts_ms) == (80, 10_000, 2500)
+    assert ledger.cash == 0 and order.status is OrderStatus.CANCELED and order.filled == C + 80
+    assert exchange.open_orders("T") == []
+    (rejection,) = exchange.rejections
+    assert rejection.order is order and rejection.ts_ms == 2500
+    assert rejection.reason == (
+        "cash of 50000 micro-dollars pays for only 80 of a passive fill of 100 (fee included): "
+        "filled 80, the rest of the order cancelled"
+    )
+
+
+def test_cash_never_goes_negative_however_small_fills_round_their_fees():
+    """Random small trades and liquidity hitting resting orders on an account holding just what
+    they reserved: every fill's fee is rounded up on its own, and the cash still never goes below 0."""
+    cuts = 0
+    for seed in range(12):
+        rng = random.Random(seed)
+        events, t = [], 1000
+        for _ in range(60):
+            t += rng.randint(0, 130)
+            if rng.random() < 0.8:
+                events.append(trade(t, rng.choice([4200, 4300, 4400]), rng.randint(1, 60), NO))
+            else:
+                events.append(delta(t, NO, rng.choice([5600, 5700]), rng.randint(1, 60)))
+        fees = FeeSchedule.kalshi_with_maker_fees()
+        cash = rng.randint(0, 30_000)
+        requests = [bid(price, rng.randint(1, 5) * C) for price in (4200, 4300, 4400)]
+        for request in requests:
+            cash += cash_required(request.side, request.price, request.count, 0, fees)
+        exchange, ledger = venue(*events, cash=cash, fees=fees)
+        for request in requests:
+            exchange.submit(request, ts_ms=0)
+        exchange.advance("T", 0)
+        for row in range(1, 10):
+            exchange.advance("T", row)
+            assert ledger.cash >= 0
+        assert all("pays for only" in rejection.reason for rejection in exchange.rejections)  # all three rested
+        cuts += len(exchange.rejections)
+    assert cuts > 0  # some runs did cut a fill short
