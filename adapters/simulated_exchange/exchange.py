@@ -33,14 +33,21 @@ orders the way Kalshi's matching engine would have, as far as the recording can 
     our YES bid at ``p``): it would have matched us on arrival, up to its size, and that
     liquidity is then consumed.
 
-  Trades whose taker is on our side (buyers beside our bid) never fill us.
+  Trades whose taker is on our side (buyers beside our bid) never fill us. One trade's volume
+  is shared out among our orders in price-time priority -- the best price first, then the order
+  that came to rest first -- each fill using up what the trade has left (an order at the trade's
+  price sees only that remainder reach its queue); arriving liquidity is shared out the same way.
 * **Cancel and amend.** A cancel takes effect after the latency. An amend is a cancel and a new
   order -- the replacement joins the back of its level, losing its queue priority -- exactly as
   the live gateway does it; ``count`` is the new total (filled + resting), as on Kalshi.
-* **Money.** Every fill is booked in the :class:`~domain.ledger.Ledger`. An order is refused
-  when it takes effect unless the account can pay for it in full
-  (:func:`domain.actions.cash_required`), counting what the other open orders have reserved;
-  reduce-only and post-only are checked then too. At resolution, :meth:`SimulatedExchange.settle`
+* **Money.** Every fill is booked in the :class:`~domain.ledger.Ledger`, and the cash never goes
+  negative. An order is refused when it takes effect unless the account can pay for it in full,
+  counting what the other open orders have reserved: its crossing part at what it will cost (each
+  level's fill at its own price, each fee rounded up as it is charged, per fill) and a remainder
+  that will rest at :func:`domain.actions.cash_required`. Fees are rounded per fill, so a resting
+  order's later fills can cost more than that bound: a passive fill the cash cannot pay in full
+  (fee included) fills only what the cash pays for, and the rest of the order is cancelled and
+  recorded as a rejection. Reduce-only and post-only are checked when the order takes effect too. At resolution, :meth:`SimulatedExchange.settle`
   cancels the market's orders and settles it through the ledger.
 
 One order book per market, one account. Orders are refused at effect time with a reason in
@@ -265,6 +272,10 @@ class _Replay:
         self.open: list[Order] = []  # pending and resting, in the order sent
         self.resting: list[_Resting] = []
         self.consumed = ConsumedLiquidity(market, refill_ms)
+
+
+def _best_first(entry: tuple) -> int:  # type: ignore[type-arg]
+    return -entry[2]  # the higher bid on its side first (sorted stably: then time)
 
 
 class SimulatedExchange:
@@ -515,13 +526,18 @@ class SimulatedExchange:
         times, kinds, prices, counts = market.log_times, market.log_kinds, market.log_prices, market.log_counts
         model, rng = self._queue_model, self.rng
         resting = replay.resting
-        # Per order, what the hot loop compares against, unpacked once.
+        # Per order, what the hot loop compares against, unpacked once; in price-time priority
+        # (the best bid on its side first, then the order that came to rest first), the order in
+        # which a trade's volume or arriving liquidity reaches them.
         watch = [(w, w.side, w.price, w.crossed_from, LOG_TRADE_NO_TAKER - w.side) for w in resting]
+        if len(watch) > 1:
+            watch.sort(key=_best_first)
         index = replay.cursor
         while index < end and times[index] <= until:
             kind, price, count = kinds[index], prices[index], counts[index]
             index += 1
             finished = False
+            volume = count  # a trade's volume not yet used up by our fills
             for working, side, bid_price, crossed_from, hits_us in watch:
                 if kind == side:  # our level changed
                     if price == bid_price:
@@ -543,10 +559,12 @@ class SimulatedExchange:
                 elif kind == hits_us:  # a trade whose taker sold to bids on our side
                     at = price if side == 0 else ONE_DOLLAR - price  # its price on our side
                     if at < bid_price:  # through our price
-                        fill = min(order.remaining, count)
+                        fill = min(order.remaining, volume)
                         working.queue.ahead = 0
+                        if not fill:
+                            continue
                     elif at == bid_price:
-                        fill = min(order.remaining, model.on_trade(working.queue, count))
+                        fill = min(order.remaining, model.on_trade(working.queue, volume))
                         if not fill:
                             continue
                     else:
@@ -555,6 +573,7 @@ class SimulatedExchange:
                     continue
                 if kind >= 2:
                     paid = self._affordable(order, fill)
+                    volume -= paid
                 cash = self.ledger.cash
                 if paid:
                     executions.append(self._execute(order, order.price, paid, False, times[index - 1]))

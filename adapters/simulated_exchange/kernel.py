@@ -413,11 +413,24 @@ def _replay_log(
 ) -> None:
     watch = resting[: state[RESTING]].copy()  # the orders the loop looks at, as they stood
     watching = len(watch)
+    # in price-time priority: the best bid on its side first, then the order that rested first
+    for i in range(1, watching):
+        slot = watch[i]
+        key = orders[slot, O_PRICE] if orders[slot, O_SIDE] == 0 else ONE_DOLLAR - orders[slot, O_PRICE]
+        j = i
+        while j > 0:
+            before = watch[j - 1]
+            if (orders[before, O_PRICE] if orders[before, O_SIDE] == 0 else ONE_DOLLAR - orders[before, O_PRICE]) >= key:
+                break
+            watch[j] = before
+            j -= 1
+        watch[j] = slot
     index = state[CURSOR]
     while index < end and log[L_TIME, index] <= until:
         kind, price, count = log[L_KIND, index], log[L_PRICE, index], log[L_COUNT, index]
         index += 1
         finished = False
+        volume = count  # a trade's volume not yet used up by our fills
         for entry in range(watching):
             slot = watch[entry]
             order = orders[slot]
@@ -449,17 +462,19 @@ def _replay_log(
             elif kind == 3 - side:  # a trade whose taker sold to bids on our side
                 at = price if side == 0 else ONE_DOLLAR - price
                 if at < bid_price:  # through our price
-                    fill = min(remaining, count)
+                    fill = min(remaining, volume)
                     order[O_AHEAD] = 0
+                    if not fill:
+                        continue
                 elif at == bid_price:
                     ahead = order[O_AHEAD]
-                    order[O_TRADED] += count
-                    if count <= ahead:
-                        order[O_AHEAD] = ahead - count
+                    order[O_TRADED] += volume
+                    if volume <= ahead:
+                        order[O_AHEAD] = ahead - volume
                         reached = 0
                     else:
                         order[O_AHEAD] = 0
-                        reached = count - ahead
+                        reached = volume - ahead
                     fill = min(remaining, reached)
                     if not fill:
                         continue
@@ -469,6 +484,7 @@ def _replay_log(
                 continue
             if kind >= 2:
                 paid = _affordable(state, config, side, order[O_PRICE], fill)
+                volume -= paid
             cash = state[CASH]
             if paid:
                 _execute(state, orders, events, config, slot, order[O_PRICE], paid, False, log[L_TIME, index - 1])

@@ -575,3 +575,33 @@ def test_cash_never_goes_negative_however_small_fills_round_their_fees():
         assert all("pays for only" in rejection.reason for rejection in exchange.rejections)  # all three rested
         cuts += len(exchange.rejections)
     assert cuts > 0  # some runs did cut a fill short
+
+
+# ---------------------------------------------------------------------------------------------
+# One trade's volume, shared out among our orders
+# ---------------------------------------------------------------------------------------------
+def test_one_trade_fills_our_orders_in_price_time_priority_up_to_its_volume_only():
+    exchange, ledger = venue(trade(1500, 4400, 10 * C, NO))  # one 10-lot sale at 0.44
+    worse, _ = send(exchange, bid(4500, 10 * C), 0)  # rests first, behind the 20 at 0.45
+    better, _ = send(exchange, bid(4600, 10 * C), 0)  # rests later, at a better price
+    executions = exchange.advance("T", 2)
+    assert [(e.fill.order_id, e.fill.price, e.fill.count) for e in executions] == [(better.order_id, 4600, 10 * C)]
+    assert worse.filled == 0 and ledger.quantity("T") == 10 * C
+
+
+def test_orders_at_one_price_share_a_trade_oldest_first():
+    exchange, _ = venue(trade(1500, 4400, 10 * C, NO))
+    first, _ = send(exchange, bid(4600, 6 * C), 0)
+    second, _ = send(exchange, bid(4600, 6 * C), 0)
+    third, _ = send(exchange, bid(4500, 6 * C), 0)
+    executions = exchange.advance("T", 2)
+    assert [(e.fill.order_id, e.fill.count) for e in executions] == [(first.order_id, 6 * C), (second.order_id, 4 * C)]
+    assert third.filled == 0
+
+
+def test_a_trade_at_our_price_reaches_our_second_order_only_with_what_the_first_left():
+    exchange, _ = venue(trade(1500, 4600, 10 * C, NO))  # 0.46 is empty: nothing ahead of us
+    first, _ = send(exchange, bid(4600, 4 * C), 0)
+    second, _ = send(exchange, bid(4600, 10 * C), 0)
+    executions = exchange.advance("T", 2)
+    assert [(e.fill.order_id, e.fill.count) for e in executions] == [(first.order_id, 4 * C), (second.order_id, 6 * C)]
