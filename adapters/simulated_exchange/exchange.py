@@ -541,7 +541,7 @@ class SimulatedExchange:
             for working, side, bid_price, crossed_from, hits_us in watch:
                 if kind == side:  # our level changed
                     if price == bid_price:
-                        model.on_level(working.queue, count, rng)
+                        model.on_level(working.queue, count, rng, times[index - 1])
                     continue
                 order = working.order
                 if kind < 2:  # the other side changed
@@ -564,7 +564,7 @@ class SimulatedExchange:
                         if not fill:
                             continue
                     elif at == bid_price:
-                        fill = min(order.remaining, model.on_trade(working.queue, volume))
+                        fill = min(order.remaining, model.on_trade(working.queue, volume, rng, times[index - 1]))
                         if not fill:
                             continue
                     else:

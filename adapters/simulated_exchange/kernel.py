@@ -31,6 +31,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from adapters.simulated_exchange import queue_models
 from domain import fees, values
 
 # The domain's constants, written out: numba's on-disk cache watches this file only, so a constant
@@ -47,7 +48,11 @@ ROW, NOW, SENT, CURSOR, CASH, POSITION, ORDERS, OPEN, RESTING, HEAD, TAIL, EVENT
 STATE_SIZE = 13
 # orders[slot]
 O_SIDE, O_PRICE, O_COUNT, O_FILLED, O_STATUS, O_TIF, O_REDUCE, O_POST, O_AHEAD, O_LEVEL, O_TRADED = range(11)
-ORDER_FIELDS = 11
+O_UNEXPLAINED, O_REMOVED, O_SINCE = range(11, 14)  # the queue's trade/decrease pairing (queue_models)
+ORDER_FIELDS = 14
+PAIRING_MS = 100  # queue_models.PAIRING_MS (written out, as the constants above)
+if PAIRING_MS != queue_models.PAIRING_MS:
+    raise ImportError("queue_models.PAIRING_MS changed: update adapters/simulated_exchange/kernel.py")
 # order status (O_STATUS); 0 and 1 are the open ones
 PENDING, RESTING_STATUS, CANCELED, EXECUTED, REJECTED = range(5)
 # time in force (O_TIF)
@@ -164,6 +169,66 @@ def _affordable(state, config, side, price, count) -> int:
         else:
             hi = middle
     return lo
+
+
+# -- the risk-averse queue model (adapters.simulated_exchange.queue_models) ---------------------
+@njit(**_KERNEL)
+def _queue_trade(order, count, now) -> int:
+    """``RiskAverseQueueModel.on_trade``: a trade of ``count`` at our price; what reaches us."""
+    if (order[O_TRADED] or order[O_UNEXPLAINED]) and now - order[O_SINCE] > PAIRING_MS:
+        order[O_TRADED], order[O_UNEXPLAINED], order[O_REMOVED] = 0, 0, 0
+    ahead = order[O_AHEAD]
+    unexplained = order[O_UNEXPLAINED]
+    paired = count if count < unexplained else unexplained
+    if paired:
+        ahead += order[O_REMOVED]
+        order[O_REMOVED] = 0
+        unexplained -= paired
+        order[O_UNEXPLAINED] = unexplained
+    if count > paired:
+        order[O_TRADED] += count - paired
+        order[O_SINCE] = now
+    if count <= ahead:
+        ahead -= count
+        reached = 0
+    else:
+        reached = count - ahead
+        ahead = 0
+    if paired:
+        level = order[O_LEVEL]
+        if ahead > level:
+            if unexplained:
+                order[O_REMOVED] = ahead - level
+            ahead = level
+    order[O_AHEAD] = ahead
+    return reached
+
+
+@njit(**_KERNEL)
+def _queue_level(order, size, now) -> None:
+    """``RiskAverseQueueModel.on_level``: the level's size is now ``size``."""
+    if (order[O_TRADED] or order[O_UNEXPLAINED]) and now - order[O_SINCE] > PAIRING_MS:
+        order[O_TRADED], order[O_UNEXPLAINED], order[O_REMOVED] = 0, 0, 0
+    drop = order[O_LEVEL] - size
+    ahead = before = order[O_AHEAD]
+    if drop < 0:
+        order[O_TRADED], order[O_UNEXPLAINED], order[O_REMOVED] = 0, 0, 0
+    elif drop:
+        traded = order[O_TRADED]
+        if traded:
+            explained = drop if drop < traded else traded
+            order[O_TRADED] = traded - explained
+            drop -= explained
+    if ahead > size:
+        ahead = size
+    if ahead < 0:
+        ahead = 0
+    if drop > 0:
+        order[O_UNEXPLAINED] += drop
+        order[O_REMOVED] += before - ahead
+        order[O_SINCE] = now
+    order[O_AHEAD] = ahead
+    order[O_LEVEL] = size
 
 
 # -- consumed liquidity (adapters.simulated_exchange.liquidity) --------------------------------
@@ -398,6 +463,7 @@ def _activate(
         if state[TAKEN]:
             ahead = level - _remaining(state, taken, config, log, level_offsets, level_entries, side, price, cursor, now)
         order[O_AHEAD], order[O_LEVEL], order[O_TRADED] = max(ahead, 0), level, 0
+        order[O_UNEXPLAINED], order[O_REMOVED], order[O_SINCE] = 0, 0, 0
         resting[state[RESTING]] = slot
         state[RESTING] += 1
     else:
@@ -439,10 +505,7 @@ def _replay_log(
             bid_price = order[O_PRICE] if is_bid else ONE_DOLLAR - order[O_PRICE]
             if kind == side:  # our level changed: the risk-averse queue model
                 if price == bid_price:
-                    if count < order[O_AHEAD]:
-                        order[O_AHEAD] = count
-                    order[O_LEVEL] = count
-                    order[O_TRADED] = 0
+                    _queue_level(order, count, log[L_TIME, index - 1])
                 continue
             remaining = order[O_COUNT] - order[O_FILLED] if order[O_STATUS] <= RESTING_STATUS else 0
             if kind < 2:  # the other side changed
@@ -467,14 +530,7 @@ def _replay_log(
                     if not fill:
                         continue
                 elif at == bid_price:
-                    ahead = order[O_AHEAD]
-                    order[O_TRADED] += volume
-                    if volume <= ahead:
-                        order[O_AHEAD] = ahead - volume
-                        reached = 0
-                    else:
-                        order[O_AHEAD] = 0
-                        reached = volume - ahead
+                    reached = _queue_trade(order, volume, log[L_TIME, index - 1])
                     fill = min(remaining, reached)
                     if not fill:
                         continue

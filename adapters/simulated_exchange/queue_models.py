@@ -18,6 +18,27 @@ order, and updates it from the two things the market log says about the level:
     or :class:`LogProbability`, hftbacktest's power and log functions), drawn with the
     exchange's seeded generator. A cancellation is one order, so it is attributed whole.
 
+**A trade and the decrease it causes count once, in either order.** Kalshi's ``trade`` and
+``orderbook_delta`` channels have no ordering guarantee, so a recording can show a trade at our
+price before or after the level's decrease that the trade caused. Both models pair them, per
+resting order (:class:`QueuePosition`): ``traded`` is volume traded at our price not yet seen as
+a decrease, ``unexplained`` a decrease not yet explained by a trade, and ``removed`` what the
+unexplained decrease took off the queue ahead (as a cancellation, the model's way).
+
+* Trade first: the trade eats the queue ahead and adds to ``traded``; the decrease that follows
+  is explained by it, up to ``traded``, and only what is left of it is a cancellation.
+* Decrease first: it is a cancellation for now (the risk-averse clamp, the probabilistic draw),
+  remembered in ``unexplained`` / ``removed``; the trade that follows pairs with it: what the
+  decrease removed is put back, the trade eats the queue ahead as if it had come first, and what
+  of the decrease the trade does not explain is a cancellation again (decided afresh). The answer
+  is the one the trade-first order gives: e.g. 20 ahead, a 15-lot trade at our price, the level
+  20 -> 5: nothing reaches us either way.
+
+A trade and a decrease pair only within :data:`PAIRING_MS` (100 ms: the two messages of one
+match arrive milliseconds apart) of the last one left unpaired, and not across a growth of the
+level: either clears what is left to pair, so a decrease further from any trade stays a
+cancellation of its own.
+
 An order joins at the back: everything at its level when it arrives is ahead of it. Counts are
 count units; the probability functions see contracts (floats: they are statistics, not money).
 """
@@ -26,25 +47,34 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from typing import Protocol
 
 import attrs
 
 from domain.values import COUNT_SCALE
 
+PAIRING_MS = 100  # a trade and its level's decrease arrive this close together, in either order
+
 
 class QueuePosition:
     """One resting order's place in its level (mutable; plain ints on the hot path)."""
 
-    __slots__ = ("ahead", "level", "traded")
+    __slots__ = ("ahead", "level", "traded", "unexplained", "removed", "since")
 
     def __init__(self, ahead: int, level: int) -> None:
         self.ahead = ahead  # count units ahead of our order
         self.level = level  # the replayed level's size when last seen
-        self.traded = 0  # traded at our price since the level last changed
+        self.traded = 0  # traded at our price, not yet seen as a decrease of the level
+        self.unexplained = 0  # the level's decrease not yet explained by a trade
+        self.removed = 0  # what that unexplained decrease took off ``ahead``
+        self.since = 0  # when ``traded`` or ``unexplained`` last grew (ms)
 
     def __repr__(self) -> str:
-        return f"QueuePosition(ahead={self.ahead}, level={self.level}, traded={self.traded})"
+        return (
+            f"QueuePosition(ahead={self.ahead}, level={self.level}, traded={self.traded}, "
+            f"unexplained={self.unexplained}, removed={self.removed})"
+        )
 
 
 class QueueModel(Protocol):
@@ -57,27 +87,90 @@ class QueueModel(Protocol):
         """A position for an order that arrives behind ``ahead`` at a level of size ``level``."""
         ...
 
-    def on_trade(self, position: QueuePosition, count: int) -> int:
-        """A trade of ``count`` at our price; returns how much of it reaches our order."""
+    def on_trade(self, position: QueuePosition, count: int, rng: random.Random, ts_ms: int = 0) -> int:
+        """A trade of ``count`` at our price at ``ts_ms``; returns how much of it reaches our order."""
         ...
 
-    def on_level(self, position: QueuePosition, size: int, rng: random.Random) -> None:
-        """The replayed level's size is now ``size``."""
+    def on_level(self, position: QueuePosition, size: int, rng: random.Random, ts_ms: int = 0) -> None:
+        """The replayed level's size is ``size`` at ``ts_ms``."""
         ...
+
+
+# A model's cancellation rule: (ahead, the level before, the level after, cancelled, rng) -> ahead.
+_Cancel = Callable[[int, int, int, int, random.Random], int]
 
 
 def _join(level: int, ahead: int) -> QueuePosition:
     return QueuePosition(max(ahead, 0), level)
 
 
-def _trade(position: QueuePosition, count: int) -> int:
+def _unpaired(position: QueuePosition, ts_ms: int) -> None:
+    """Forget what is left to pair once it is too old to pair."""
+    if ts_ms - position.since > PAIRING_MS:
+        position.traded = position.unexplained = position.removed = 0
+
+
+def _trade(position: QueuePosition, count: int, rng: random.Random, ts_ms: int, cancel: _Cancel) -> int:
+    if position.traded or position.unexplained:
+        _unpaired(position, ts_ms)
     ahead = position.ahead
-    position.traded += count
+    unexplained = position.unexplained
+    paired = count if count < unexplained else unexplained  # of the decrease already seen
+    if paired:
+        ahead += position.removed  # the decrease was this trade: undo it as a cancellation
+        position.removed = 0
+        unexplained -= paired
+        position.unexplained = unexplained
+    if count > paired:
+        position.traded += count - paired
+        position.since = ts_ms
     if count <= ahead:
-        position.ahead = ahead - count
-        return 0
-    position.ahead = 0
-    return count - ahead
+        ahead -= count
+        reached = 0
+    else:
+        reached = count - ahead
+        ahead = 0
+    if paired:
+        level = position.level  # already shows the decrease
+        if unexplained:  # what the trade does not explain is a cancellation, decided again
+            before = ahead
+            ahead = max(min(cancel(ahead, level + unexplained, level, unexplained, rng), level), 0)
+            position.removed = before - ahead
+        elif ahead > level:
+            ahead = level
+    position.ahead = ahead
+    return reached
+
+
+def _level(position: QueuePosition, size: int, rng: random.Random, ts_ms: int, cancel: _Cancel) -> None:
+    if position.traded or position.unexplained:
+        _unpaired(position, ts_ms)
+    drop = position.level - size
+    ahead = before = position.ahead
+    if drop < 0:  # the level grew: nothing pairs across that
+        position.traded = position.unexplained = position.removed = 0
+    elif drop:
+        traded = position.traded
+        if traded:  # the trades' own decrease, up to what they traded
+            explained = drop if drop < traded else traded
+            position.traded = traded - explained
+            drop -= explained
+        if drop:
+            ahead = cancel(ahead, size + drop, size, drop, rng)
+    if ahead > size:
+        ahead = size
+    if ahead < 0:
+        ahead = 0
+    if drop > 0:
+        position.unexplained += drop
+        position.removed += before - ahead
+        position.since = ts_ms
+    position.ahead = ahead
+    position.level = size
+
+
+def _never_ahead(ahead: int, _before: int, _after: int, _cancelled: int, _rng: random.Random) -> int:
+    return ahead  # the level's clamp is all a cancellation does
 
 
 @attrs.frozen
@@ -91,14 +184,11 @@ class RiskAverseQueueModel:
     def join(self, level: int, ahead: int) -> QueuePosition:
         return _join(level, ahead)
 
-    def on_trade(self, position: QueuePosition, count: int) -> int:
-        return _trade(position, count)
+    def on_trade(self, position: QueuePosition, count: int, rng: random.Random, ts_ms: int = 0) -> int:
+        return _trade(position, count, rng, ts_ms, _never_ahead)
 
-    def on_level(self, position: QueuePosition, size: int, rng: random.Random) -> None:
-        if size < position.ahead:
-            position.ahead = size
-        position.level = size
-        position.traded = 0
+    def on_level(self, position: QueuePosition, size: int, rng: random.Random, ts_ms: int = 0) -> None:
+        _level(position, size, rng, ts_ms, _never_ahead)
 
 
 @attrs.frozen
@@ -154,22 +244,21 @@ class ProbabilisticQueueModel:
     def join(self, level: int, ahead: int) -> QueuePosition:
         return _join(level, ahead)
 
-    def on_trade(self, position: QueuePosition, count: int) -> int:
-        return _trade(position, count)
+    def on_trade(self, position: QueuePosition, count: int, rng: random.Random, ts_ms: int = 0) -> int:
+        return _trade(position, count, rng, ts_ms, self._cancel)
 
-    def on_level(self, position: QueuePosition, size: int, rng: random.Random) -> None:
-        ahead = position.ahead
-        after_trades = max(position.level - position.traded, 0)
-        cancelled = after_trades - size
-        if cancelled > 0 and ahead > 0:
-            behind = max(after_trades - ahead, 0)
+    def on_level(self, position: QueuePosition, size: int, rng: random.Random, ts_ms: int = 0) -> None:
+        _level(position, size, rng, ts_ms, self._cancel)
+
+    def _cancel(self, ahead: int, before: int, _after: int, cancelled: int, rng: random.Random) -> int:
+        """One cancellation of ``cancelled`` from a level of ``before``: from behind us or ahead, drawn."""
+        if ahead > 0:
+            behind = max(before - ahead, 0)
             if rng.random() < self.probability.behind(ahead / COUNT_SCALE, behind / COUNT_SCALE):
                 ahead -= max(cancelled - behind, 0)  # from behind; what behind cannot cover, ahead
             else:
                 ahead -= min(cancelled, ahead)
-        position.ahead = max(min(ahead, size), 0)
-        position.level = size
-        position.traded = 0
+        return ahead
 
 
 QUEUE_MODEL_NAMES = ("risk-averse", "probabilistic-power-<N>", "probabilistic-log")

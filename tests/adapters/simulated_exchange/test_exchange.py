@@ -253,6 +253,19 @@ def test_a_level_that_shrinks_below_the_queue_ahead_of_us_shortens_it_to_the_lev
     assert (execution.fill.count, execution.fill.ts_ms) == (1, 1500) and order.filled == 1
 
 
+@pytest.mark.parametrize("trade_first", [True, False])
+def test_a_trade_and_the_level_decrease_it_causes_advance_the_queue_once_in_either_order(trade_first):
+    """20 ahead of our bid; a seller takes 15 at our price; the level's 20 -> 5 is logged before
+    or after the trade (Kalshi's two channels are not ordered): nothing fills either way; a later
+    8-lot eats the 5 still ahead, then 3 for us."""
+    pair = [trade(1500, 4500, 15 * C, NO), delta(1500, YES, 4500, -15 * C)]
+    exchange, _ = venue(*(pair if trade_first else pair[::-1]), trade(3500, 4500, 8 * C, NO))
+    order, _ = send(exchange, bid(4500, 10 * C), 0)
+    assert exchange.advance("T", 2) == [] and order.filled == 0
+    (execution,) = exchange.advance("T", 4)
+    assert (execution.fill.count, execution.fill.ts_ms) == (3 * C, 3500)
+
+
 def test_trades_whose_taker_buys_beside_us_or_prints_above_our_bid_never_fill_it():
     exchange, _ = venue(trade(1500, 4400, 50 * C, YES), trade(1600, 4600, 50 * C, NO))
     order, _ = send(exchange, bid(4500, 10 * C), 0)
