@@ -38,8 +38,10 @@ orders the way Kalshi's matching engine would have, as far as the recording can 
   that came to rest first -- each fill using up what the trade has left (an order at the trade's
   price sees only that remainder reach its queue); arriving liquidity is shared out the same way.
 * **Cancel and amend.** A cancel takes effect after the latency. An amend is a cancel and a new
-  order -- the replacement joins the back of its level, losing its queue priority -- exactly as
-  the live gateway does it; ``count`` is the new total (filled + resting), as on Kalshi.
+  order, as the live gateway does it; ``count`` is the new total (filled + resting), as on Kalshi.
+  As on Kalshi, queue priority survives only a size decrease: an amend of a resting order at the
+  same price to a smaller total keeps its place in the queue (the replacement takes it); any
+  other amend joins the back of its level.
 * **Money.** Every fill is booked in the :class:`~domain.ledger.Ledger`, and the cash never goes
   negative. An order is refused when it takes effect unless the account can pay for it in full,
   counting what the other open orders have reserved: its crossing part at what it will cost (each
@@ -437,6 +439,9 @@ class SimulatedExchange:
             if not old.status.is_open:
                 self._reject(replay, order, f"order {old.order_id} is no longer open: nothing to amend")
                 return
+            if old.status is _RESTING and order.price == old.price and request.total < old.count:
+                self._keep_place(replay, old, order, request.total - old.filled)
+                return
             self._close(replay, old)
             old.cancel()
             count = request.total - old.filled
@@ -518,6 +523,19 @@ class SimulatedExchange:
         else:
             self._close(replay, order)
             order.cancel()
+
+    def _keep_place(self, replay: _Replay, old: Order, order: Order, count: int) -> None:
+        """An amend that only decreases a resting order's size at its price: the replacement
+        takes the old order's place in the queue (Kalshi keeps its priority)."""
+        for working in replay.resting:
+            if working.order is old:
+                working.order = order
+                break
+        replay.open.remove(old)
+        self._requests.pop(old.order_id, None)
+        old.cancel()
+        order.count = count  # positive: the new total exceeds what the old order filled
+        order.status = _RESTING
 
     # -- the market log ---------------------------------------------------------------------
     def _replay_log(self, replay: _Replay, until: int, end: int, executions: list[Execution]) -> None:

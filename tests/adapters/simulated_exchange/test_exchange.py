@@ -413,7 +413,7 @@ def test_an_order_kept_in_place_fills_at_the_front_of_its_queue():
 
 
 @reference_only
-def test_an_amend_is_cancel_and_replace_and_loses_queue_priority():
+def test_an_amend_is_cancel_and_replace_and_loses_queue_priority_unless_it_decreases_the_size():
     exchange, _ = venue(*priority_market())
     old, _ = send(exchange, bid(4500, 10 * C), 0)
     exchange.advance("T", 2)  # the 20 ahead have traded: we are first in line
@@ -421,6 +421,31 @@ def test_an_amend_is_cancel_and_replace_and_loses_queue_priority():
     assert new.order_id != old.order_id and new.status is OrderStatus.PENDING
     assert exchange.advance("T", 3) == []  # the replacement joined behind the 30
     assert old.status is OrderStatus.CANCELED and new.status is OrderStatus.RESTING and new.filled == 0
+
+
+@reference_only
+def test_an_amend_that_only_decreases_the_size_at_the_same_price_keeps_queue_priority():
+    exchange, ledger = venue(*priority_market())
+    old, _ = send(exchange, bid(4500, 10 * C), 0)
+    exchange.advance("T", 2)  # the 20 ahead have traded: we are first in line
+    new = exchange.amend(old.order_id, price=4500, count=6 * C, ts_ms=2000)
+    exchange.advance("T", 2)
+    assert old.status is OrderStatus.CANCELED and new.status is OrderStatus.RESTING
+    assert exchange.open_orders("T") == [new]
+    (execution,) = exchange.advance("T", 3)  # still first in line: the 10-lot fills us
+    assert (execution.fill.order_id, execution.fill.count) == (new.order_id, 6 * C)
+    assert new.status is OrderStatus.EXECUTED and ledger.quantity("T") == 6 * C
+    assert exchange.buying_power() == ledger.cash
+
+
+@reference_only
+def test_an_amend_to_another_price_loses_queue_priority():
+    exchange, _ = venue(*priority_market())
+    old, _ = send(exchange, bid(4500, 10 * C), 0)
+    exchange.advance("T", 2)
+    new = exchange.amend(old.order_id, price=4400, count=6 * C, ts_ms=2000)
+    exchange.advance("T", 3)
+    assert new.status is OrderStatus.RESTING and new.filled == 0  # behind the 10 at 0.44
 
 
 @reference_only
