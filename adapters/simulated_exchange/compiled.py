@@ -22,6 +22,7 @@ from adapters.simulated_exchange.exchange import (
     NOTHING_TO_REDUCE,
     POST_ONLY_CROSSES,
     REDUCE_TOO_BIG,
+    PRICE_LEVEL_STRUCTURES,
     ExchangeConfig,
     ExchangeError,
     Execution,
@@ -30,6 +31,7 @@ from adapters.simulated_exchange.exchange import (
     book_fill,
     book_terms,
     pending_order,
+    off_grid,
     refusal_reason,
     settle_market,
     too_early,
@@ -118,9 +120,13 @@ class CompiledExchange:
         self._row = 0
 
     # -- markets ----------------------------------------------------------------------------
-    def open_market(self, market: CompiledMarket) -> None:
+    def open_market(self, market: CompiledMarket, *, price_levels: str | None = None) -> None:
         if self._market is not None:
             raise ExchangeError(f"the compiled exchange replays one market; {self._market.ticker} is open")
+        grid = self.config.price_levels if price_levels is None else price_levels
+        if grid not in PRICE_LEVEL_STRUCTURES:
+            raise ValueError(f"price_levels must be one of {', '.join(PRICE_LEVEL_STRUCTURES)}, got {grid!r}")
+        self._grid = grid
         self._market = market
         self._state = np.zeros(k.STATE_SIZE, dtype=np.int64)
         self._state[k.NOW] = self._state[k.SENT] = market.times[0]
@@ -180,6 +186,12 @@ class CompiledExchange:
         self._slots[order.order_id] = slot
         self._requests_sent += requests
         self._latest = slot
+        if request.price % 100:  # off a cent: is it on the market's grid?
+            reason = off_grid(self._grid, request.price)
+            if reason is not None:  # refused as sent, as SimulatedExchange does
+                self._latest = k.refuse(self._state, self._order_rows, self._open, self._resting, slot)
+                order.status = _REJECTED
+                self.rejections.append(Rejection(order, reason, ts_ms))
         return order
 
     def cancel(self, order_id: str, *, ts_ms: int) -> Order:

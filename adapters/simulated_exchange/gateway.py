@@ -13,7 +13,7 @@ booked in :meth:`fills` and sent to every :meth:`stream_fills`.
 
 What the exchange records as a refusal becomes the port's typed error, as Kalshi's would:
 insufficient cash -> :class:`InsufficientBalance`, a crossing post-only order ->
-:class:`PostOnlyCross`, and so on. Client order ids are checked here, as Kalshi checks them: an id
+:class:`PostOnlyCross`, a price off the market's tick grid -> :class:`InvalidPrice`, and so on. Client order ids are checked here, as Kalshi checks them: an id
 that placed an order can never be used again, even once that order is closed.
 """
 
@@ -31,6 +31,7 @@ from domain.gateway_errors import (
     DuplicateClientOrderId,
     InsufficientBalance,
     InvalidOrder,
+    InvalidPrice,
     MarketNotFound,
     OrderNotFound,
     OrderRejected,
@@ -42,6 +43,7 @@ from domain.values import Side
 
 # The exchange's refusal reasons (SimulatedExchange.rejections) -> the port's errors.
 _REFUSALS: tuple[tuple[str, type[OrderRejected]], ...] = (
+    ("off the tick grid", InvalidPrice),
     ("micro-dollars", InsufficientBalance),
     ("post-only", PostOnlyCross),
     ("reduce-only", InvalidOrder),
@@ -79,8 +81,9 @@ class SimulatedOrderGateway:
             self.open_market(market)
 
     # -- the replay ------------------------------------------------------------------------------
-    def open_market(self, market: ReplayedMarket) -> None:
-        self.exchange.open_market(market)
+    def open_market(self, market: ReplayedMarket, *, price_levels: str | None = None) -> None:
+        """Replay ``market``; ``price_levels``, its tick grid, defaults to the exchange's configuration's."""
+        self.exchange.open_market(market, price_levels=price_levels)
         self._markets[market.ticker] = market
         self._rows[market.ticker] = 0
 

@@ -617,6 +617,15 @@ def submit(
 
 
 @njit(**_KERNEL)
+def refuse(state, orders, open_slots, resting, slot) -> int:
+    """The order just sent in ``slot`` is refused as sent (its request will find it closed);
+    returns the latest open order's slot (-1: none)."""
+    _close(state, open_slots, resting, slot)
+    orders[slot, O_STATUS] = REJECTED
+    return open_slots[state[OPEN] - 1] if state[OPEN] else -1
+
+
+@njit(**_KERNEL)
 def cancel_everything(state, orders, open_slots, resting, events) -> None:
     """Resolution: drop the requests in flight and cancel the open orders, oldest first."""
     state[HEAD] = state[TAIL]

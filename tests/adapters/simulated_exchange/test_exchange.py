@@ -23,6 +23,7 @@ from adapters.simulated_exchange import (
     SimulatedExchange,
 )
 from adapters.simulated_exchange.compiled import CompiledExchange, CompiledMarket
+from adapters.simulated_exchange.exchange import tick_at
 from application.replay import ReplayConfig, compile_market
 from domain.events import BookDelta, BookSnapshot, MarketResolved, PublicTrade
 from domain.actions import cash_required
@@ -65,9 +66,9 @@ def market(*events, ticker="T", result=YES):
     return CompiledMarket(tape) if _chosen["compiled"] else ReplayedMarket(tape)
 
 
-def venue(*events, latency_ms=0, queue_model=None, refill_ms=None, cash=START, fees=None, rng=None):
+def venue(*events, latency_ms=0, queue_model=None, refill_ms=None, cash=START, fees=None, rng=None, grid="linear_cent"):
     ledger = Ledger(cash)
-    config = ExchangeConfig(latency_ms, queue_model or RiskAverseQueueModel(), refill_ms)
+    config = ExchangeConfig(latency_ms, queue_model or RiskAverseQueueModel(), refill_ms, price_levels=grid)
     fees = fees or FeeSchedule.kalshi_standard()
     if _chosen["compiled"]:
         exchange = CompiledExchange(ledger, fees, config=config)
@@ -643,3 +644,47 @@ def test_a_trade_at_our_price_reaches_our_second_order_only_with_what_the_first_
     second, _ = send(exchange, bid(4600, 10 * C), 0)
     executions = exchange.advance("T", 2)
     assert [(e.fill.order_id, e.fill.count) for e in executions] == [(first.order_id, 4 * C), (second.order_id, 6 * C)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The tick grid
+# ---------------------------------------------------------------------------------------------
+def test_an_order_off_the_tick_grid_is_refused_as_sent_naming_the_price_and_the_tick():
+    exchange, ledger = venue(latency_ms=100)
+    order = exchange.submit(bid(4550, C), ts_ms=0)
+    assert order.status is OrderStatus.REJECTED and exchange.open_orders("T") == []
+    assert exchange.latest_order("T") is None
+    (rejection,) = exchange.rejections
+    assert rejection.order is order and rejection.ts_ms == 0
+    assert rejection.reason == "price $0.4550 is off the tick grid: a linear_cent market has ticks of $0.0100 there"
+    assert exchange.advance("T", 1) == [] and ledger.trades == 0
+    on_grid = exchange.submit(bid(4700, C), ts_ms=1000)
+    assert on_grid.status is OrderStatus.PENDING
+
+
+@pytest.mark.parametrize(
+    ("grid", "price", "tick"),
+    [("deci_cent", 4555, "$0.0010"), ("tapered_deci_cent", 4550, "$0.0100"), ("tapered_deci_cent", 955, "$0.0010")],
+)
+def test_each_price_level_structure_has_its_grid(grid, price, tick):
+    exchange, _ = venue(grid=grid)
+    order, _ = send(exchange, bid(price, C), 0)
+    assert order.status is OrderStatus.REJECTED and exchange.rejections[0].reason.endswith(f"ticks of {tick} there")
+    assert send(exchange, bid({"deci_cent": 4550, "tapered_deci_cent": 950}[grid], C), 0)[0].status is OrderStatus.RESTING
+
+
+def test_tick_sizes():
+    assert [tick_at("linear_cent", p) for p in (50, 5000, 9950)] == [100, 100, 100]
+    assert [tick_at("deci_cent", p) for p in (50, 5000, 9950)] == [10, 10, 10]
+    assert [tick_at("tapered_deci_cent", p) for p in (990, 1000, 5000, 9000, 9010)] == [10, 100, 100, 100, 10]
+    with pytest.raises(ValueError, match="price_levels"):
+        ExchangeConfig(price_levels="cent")
+
+
+@reference_only
+def test_a_market_can_have_its_own_grid():
+    exchange = SimulatedExchange(Ledger(START), FeeSchedule.kalshi_standard(), config=ExchangeConfig(latency_ms=0))
+    exchange.open_market(market(ticker="A"), price_levels="deci_cent")
+    exchange.open_market(market(ticker="B"))
+    assert send(exchange, bid(4050, C, ticker="A"), 0)[0].status is OrderStatus.RESTING
+    assert send(exchange, bid(4050, C, ticker="B"), 0)[0].status is OrderStatus.REJECTED

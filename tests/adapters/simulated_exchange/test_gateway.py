@@ -19,6 +19,7 @@ from domain.gateway_errors import (
     DuplicateClientOrderId,
     InsufficientBalance,
     InvalidOrder,
+    InvalidPrice,
     MarketNotFound,
     OrderNotFound,
     OrderRejected,
@@ -125,6 +126,7 @@ async def test_settlement_cancels_orders_and_pays_out_through_the_ledger():
         (OrderRequest("T", OrderSide.ASK, 4500, C, "r", reduce_only=True), InvalidOrder),
         (bid(4700, 50 * C, time_in_force=TimeInForce.FILL_OR_KILL), OrderRejected),
         (OrderRequest("NOPE", OrderSide.BID, 4500, C, "m"), MarketNotFound),
+        (bid(4550, C), InvalidPrice),  # off the linear_cent grid
     ],
 )
 async def test_each_refusal_has_its_type_and_the_exchanges_reason(request_, error):
@@ -159,3 +161,16 @@ async def test_cancelling_an_order_that_filled_meanwhile_is_order_not_found():
     assert (await venue.get_order(order.order_id)).status is OrderStatus.EXECUTED  # the 0.5 s trade filled it
     with pytest.raises(OrderNotFound, match="executed"):
         await venue.cancel_order(order.order_id)
+
+
+async def test_an_order_or_amend_off_the_tick_grid_is_an_invalid_price_and_the_old_order_stands():
+    venue = gateway()
+    with pytest.raises(InvalidPrice, match=r"price \$0\.4550 is off the tick grid: a linear_cent market has ticks of \$0\.0100"):
+        await venue.create_order(bid(4550, C))
+    order = await venue.create_order(bid(4000, C))
+    with pytest.raises(InvalidPrice):
+        await venue.amend_order(order.order_id, price=4005, count=C, client_order_id="c2")
+    assert [o.order_id for o in await venue.open_orders()] == [order.order_id]
+    deci = SimulatedOrderGateway(SimulatedExchange(Ledger(MONEY_SCALE), FEES, config=ExchangeConfig(latency_ms=0)))
+    deci.open_market(market(), price_levels="deci_cent")
+    assert (await deci.create_order(bid(4050, C))).status is OrderStatus.RESTING
