@@ -278,10 +278,10 @@ class OrderGateway(Protocol):
     async def amend_order(self, order_id: str, *, price: int, count: int, client_order_id: str) -> Order:
         """Cancel-and-replace an open order: new YES ``price``, ``count`` the new *total*
         (filled + resting, as on Kalshi), ``client_order_id`` the replacement's own id.
-        Returns the replacement -- use its ``order_id`` from then on. The replacement joins
-        the back of its price level: Kalshi keeps an order's queue priority only when the
-        amendment just decreases its size at the same price; the simulated exchange never
-        keeps it."""
+        Returns the replacement -- use its ``order_id`` from then on. Kalshi keeps an order's
+        queue priority only when the amendment just decreases its size at the same price, and
+        the simulated exchange does the same: such an amendment keeps its place in the queue,
+        any other joins the back of its price level."""
         ...
 
     async def create_orders(self, requests: Sequence[OrderRequest]) -> list[Order | OrderRejected]:
