@@ -10,12 +10,12 @@ import pytest
 
 from adapters.gym_env import OrderbookEnv
 from adapters.simulated_exchange import ExchangeConfig
-from adapters.synthetic.market_model import SyntheticMarketConfig, generate
+from adapters.synthetic.market_model import SyntheticMarketConfig, generate_recording
 from application.book_state import SharedBookState
 from application.observation import LiveMarketObservation, ObservationError
 from application.replay import ReplayConfig, compile_session
 from domain.actions import ActionConfig, ActionSpace, PricingStrategy
-from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, PublicTrade
+from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, MarketScheduled, PublicTrade
 from domain.features import HISTORY_ROWS, MARKET_FEATURE_COUNT, ObservationBuilder
 from domain.orderbook import OrderBook
 from domain.values import ONE_CONTRACT, Side
@@ -26,7 +26,8 @@ REPLAY = ReplayConfig(step_ms=1_000, depth_levels=4)
 @pytest.fixture(scope="module")
 def session() -> list[MarketEvent]:
     # Three minutes of two markets: 180 decisions each, well past the features' history window.
-    return generate(SyntheticMarketConfig(seed=11, markets=2, duration_ms=180_000, events_per_second=20.0))
+    # Recorded as collect records it: each market's scheduled close first, then the market data.
+    return generate_recording(SyntheticMarketConfig(seed=11, markets=2, duration_ms=180_000, events_per_second=20.0))
 
 
 def live_path(
@@ -36,9 +37,14 @@ def live_path(
     trades into its observer, and a sample at each decision time; yields after each sample."""
     books = SharedBookState()
     first = next(e for e in events if e.ticker == ticker and isinstance(e, BookSnapshot))
-    expiry = next(e for e in events if e.ticker == ticker and isinstance(e, MarketResolved)).ts_ms
-    decisions = [*range(first.ts_ms, expiry, REPLAY.step_ms), expiry]
-    observer = LiveMarketObservation(ticker, replay=REPLAY, expiry_ms=expiry, builder=builder)
+    # Time left counts down to the scheduled close (what the live actor reads from the catalog);
+    # the resolution only ends the decisions. Decisions sit on the replay's grid: multiples of
+    # step_ms on the Unix clock, the first at or after the snapshot.
+    close = next(e for e in events if e.ticker == ticker and isinstance(e, MarketScheduled)).close_ms
+    end = next(e for e in events if e.ticker == ticker and isinstance(e, MarketResolved)).ts_ms
+    step = REPLAY.step_ms
+    decisions = [*range(-(-first.ts_ms // step) * step, end, step), end]
+    observer = LiveMarketObservation(ticker, replay=REPLAY, expiry_ms=close, builder=builder)
     started = False
     book: list[OrderBook] = []
     books.subscribe(lambda _ticker, live: book.append(live) if not book else None, [ticker])
