@@ -97,8 +97,8 @@ class RegistryModelSource:
         record = await self._registry.active(self._name)
         if record is None:
             raise ModelUnavailable(
-                f"no active version of model {self._name!r} in the registry: promote one with "
-                "`kalshiflow-rl models promote MODEL_ID`"
+                f"no active version of model {self._name!r} in the registry: evaluate one on held-out "
+                "sessions and promote it if it passes: `kalshiflow-rl evaluate MODEL_ID --sessions ID... --promote`"
             )
         return await asyncio.to_thread(self._load_model, record)
 

@@ -27,6 +27,7 @@ from application.evaluation import (
     decide_promotion,
     evaluate_against_baselines,
     format_table,
+    promote_evaluated,
     record_episodes,
     write_equity_chart,
 )
@@ -227,7 +228,7 @@ async def run_demo(
     record = await registry.update(training.record.model_id, metrics=metrics)
     # Never active unless it earned it; a model that lost is kept on file but retired.
     if promoted:
-        record = await registry.promote(record.model_id)
+        record = await promote_evaluated(registry, record.model_id)
     else:
         record = await registry.update(record.model_id, status="retired")
 

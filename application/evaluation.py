@@ -19,6 +19,9 @@ maker that quotes at the touch through an environment priced ``passive``.
 :func:`evaluate_model` is the use case: a registered model against the baselines on sessions it
 was not trained on; every episode and action of the model goes into the trading records, the
 results into the model's metrics, and the model is promoted when asked and the rule allows.
+Every promotion -- ``evaluate --promote``, ``models promote``, the demo -- goes through
+:func:`promote_evaluated`, which refuses a version whose recorded held-out evaluation did not
+pass the rule (or that has none): the registry itself would promote anything but a failed run.
 
 What evaluation reads from an environment, beyond :class:`~domain.ports.TradingEnvironment`:
 its ``decoder`` (to name the actions and decode each decision into the order it placed), the
@@ -75,6 +78,9 @@ __all__ = [
     "decide_promotion",
     "beats",
     "evaluate_model",
+    "held_out_verdict",
+    "promote_evaluated",
+    "PromotionRefused",
     "record_episodes",
     "format_table",
     "write_equity_chart",
@@ -403,6 +409,42 @@ def beats(
     return decide_promotion(candidate, baselines, collapse_threshold=collapse_threshold).promoted
 
 
+class PromotionRefused(ValueError):
+    """A version asked to become active without a passing held-out evaluation on record."""
+
+
+def held_out_verdict(record: ModelRecord) -> tuple[bool, tuple[str, ...]] | None:
+    """The promotion rule's verdict on ``record``'s recorded held-out evaluation -- (passed, one
+    reason per condition) -- or None if it was never evaluated. ``evaluate`` records it under
+    ``evaluation``; the demo, which evaluates the model it has just trained, at the top level."""
+    for results in (record.metrics.get("evaluation"), record.metrics):
+        if isinstance(results, Mapping) and isinstance(results.get("beat_baselines"), bool):
+            return results["beat_baselines"], tuple(results.get("promotion", ()))
+    return None
+
+
+async def promote_evaluated(registry: ModelRegistry, model_id: int) -> ModelRecord:
+    """Make ``model_id`` the active version of its name, if its held-out evaluation passed the
+    promotion rule (a retired version that passed may come back: a rollback); otherwise
+    :class:`PromotionRefused`, saying why."""
+    record = await registry.get(model_id)
+    label = f"model {model_id} ({record.name} v{record.version})"
+    verdict = held_out_verdict(record)
+    if verdict is None:
+        raise PromotionRefused(
+            f"{label} has no held-out evaluation, so it cannot be promoted: run "
+            f"`kalshiflow-rl evaluate {model_id} --sessions ID... --promote` on sessions it was not trained on"
+        )
+    passed, reasons = verdict
+    if not passed:
+        failed = [reason for reason in reasons if "FAIL" in reason] or list(reasons)
+        raise PromotionRefused(
+            f"{label} failed its held-out evaluation, so it cannot be promoted:"
+            + "".join(f"\n  {reason}" for reason in failed)
+        )
+    return await registry.promote(model_id)
+
+
 @attrs.frozen
 class ModelEvaluation:
     model: ModelRecord  # with the new metrics (and status, if promoted)
@@ -475,7 +517,7 @@ async def evaluate_model(
     record = await registry.update(model_id, metrics=metrics)
     promoted = promote and decision.promoted and record.status != "active"
     if promoted:
-        record = await registry.promote(model_id)
+        record = await promote_evaluated(registry, model_id)
     return ModelEvaluation(record, evaluations, decision, promoted, len(tapes), episode_ids)
 
 

@@ -40,6 +40,7 @@ from adapters.kalshi.ws_client import HandshakeRejected
 from adapters.sb3.settings import ALGORITHMS, DEFAULT_HYPERPARAMETERS, VECTORISATIONS, Curriculum, TrainingOptions
 from application.data_quality import DEFAULT_SILENCE_MS, check_session
 from application.demo import DemoConfig, run_demo
+from application.evaluation import PromotionRefused, promote_evaluated
 from application.recording import RecordingSummary
 from application.replay import ReplayConfig
 from application.training import NothingToTrainOn, train_agent
@@ -373,7 +374,10 @@ def add_models_commands(commands: argparse._SubParsersAction) -> None:
     promote = actions.add_parser(
         "promote",
         help="make a version the active one of its name",
-        description="Make this version the active one of its name; the previously active version retires.",
+        description=(
+            "Make this version the active one of its name; the previously active version retires. Only a "
+            "version whose held-out evaluation (`evaluate`) passed the promotion rule can be promoted."
+        ),
     )
     promote.add_argument("model_id", type=int, metavar="ID", help="model id, from `models list`")
     promote.set_defaults(run=promote_model)
@@ -424,7 +428,10 @@ async def promote_model(args: argparse.Namespace, settings: Settings, container:
     registry = container.model_registry()
     async with _opened(settings, registry):
         await _get_model(registry, args.model_id, settings)
-        model = await registry.promote(args.model_id)
+        try:
+            model = await promote_evaluated(registry, args.model_id)
+        except PromotionRefused as error:
+            raise CommandFailed(str(error), exit_code=EXIT_FAILED) from None
     print(f"Model {model.model_id} ({model.name} v{model.version}) is now the active {model.name}.")
     return 0
 
@@ -458,7 +465,8 @@ def add_learning_commands(commands: argparse._SubParsersAction) -> None:
         description=(
             "Replay recorded sessions through the Gymnasium environment and train a Stable-Baselines3 "
             "agent on them (orders of $RL_ACTOR_CONTRACT_SIZE contracts). The model is saved under "
-            "$RL_DATA_DIR/models and registered (status 'training'; promote it with `models promote`)."
+            "$RL_DATA_DIR/models and registered (status 'training'; evaluate it on held-out sessions with "
+            "`evaluate MODEL_ID --sessions ID... --promote`, which promotes it only if it beats the baselines)."
         ),
     )
     train.add_argument("--sessions", type=int, nargs="+", required=True, metavar="ID", help="session ids to train on")

@@ -506,3 +506,36 @@ async def test_sessions_the_model_was_trained_on_are_refused():
     registry = OneModelRegistry(a_record(hyperparameters={"sessions": [9]}))
     with pytest.raises(ValueError, match=r"model 3 was trained on sessions \[9\]; evaluate it on held-out sessions"):
         await run_evaluate_model(registry, FakeTradingRecords())
+
+
+# ---------------------------------------------------------------------------------------------
+# Promotion: only a version whose held-out evaluation passed
+# ---------------------------------------------------------------------------------------------
+async def test_promotion_needs_a_passing_held_out_evaluation_and_allows_a_rollback(tmp_path):
+    from adapters.storage.sqlite_store import SqliteModelRegistry
+    from application.evaluation import PromotionRefused, promote_evaluated
+
+    registry = SqliteModelRegistry(tmp_path / "registry.db")
+    await registry.open()
+    try:
+        register = dict(algorithm="PPO", path="m.zip", created_ms=0, hyperparameters={})
+        first = await registry.register("book", **register)
+        second = await registry.register("book", **register)
+        with pytest.raises(PromotionRefused, match="has no held-out evaluation"):
+            await promote_evaluated(registry, first.model_id)  # still training: nothing on record
+        lost = {"beat_baselines": False, "promotion": ["[ok] collapse", "[FAIL] mean episode return <= random"]}
+        await registry.update(first.model_id, metrics={"evaluation": lost})
+        with pytest.raises(PromotionRefused, match=r"failed its held-out evaluation.*\n  \[FAIL\] mean episode"):
+            await promote_evaluated(registry, first.model_id)
+        assert (await registry.get(first.model_id)).status == "training"
+
+        won = {"beat_baselines": True, "promotion": ["[ok] collapse", "[ok] mean episode return > random"]}
+        await registry.update(first.model_id, metrics={"evaluation": won})
+        await registry.update(second.model_id, metrics={"beat_baselines": True, "promotion": []})  # the demo's form
+        assert (await promote_evaluated(registry, first.model_id)).status == "active"
+        assert (await promote_evaluated(registry, second.model_id)).status == "active"
+        assert (await registry.get(first.model_id)).status == "retired"
+        # A retired version that passed may come back (a rollback).
+        assert (await promote_evaluated(registry, first.model_id)).status == "active"
+    finally:
+        await registry.close()

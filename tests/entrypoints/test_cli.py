@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import attrs
+
 import pytest
 from dependency_injector import providers
 
@@ -153,7 +155,33 @@ def test_models_list_and_filter_by_name(settings, container, two_versions, capsy
     assert only.split()[:5] == ["3", "dqn", "1", "DQN", "training"]
 
 
+def passed_evaluation(passed: bool) -> dict:
+    reasons = ["[ok] collapse: HOLD takes 40.0% of decisions (within the 90% limit)"]
+    reasons.append(("[ok] mean episode return +1.0000 $ > random -2.0000 $") if passed else
+                   "[FAIL] mean episode return -3.0000 $ <= random -2.0000 $")  # fmt: skip
+    return {"evaluation": {"sessions": [9], "beat_baselines": passed, "promotion": reasons}}
+
+
+def test_models_promote_refuses_a_version_without_a_passing_held_out_evaluation(
+    settings, container, fake_registry, two_versions, capsys
+):
+    assert run(["models", "promote", "1"], settings, container) == 1  # never evaluated (still "training")
+    assert capsys.readouterr().err == (
+        "kalshiflow-rl: error: model 1 (ppo-book v1) has no held-out evaluation, so it cannot be promoted: "
+        "run `kalshiflow-rl evaluate 1 --sessions ID... --promote` on sessions it was not trained on\n"
+    )
+    fake_registry.models[2] = attrs.evolve(fake_registry.models[2], metrics=passed_evaluation(False))
+    assert run(["models", "promote", "2"], settings, container) == 1
+    assert capsys.readouterr().err == (
+        "kalshiflow-rl: error: model 2 (ppo-book v2) failed its held-out evaluation, so it cannot be promoted:\n"
+        "  [FAIL] mean episode return -3.0000 $ <= random -2.0000 $\n"
+    )
+    assert [m.status for m in fake_registry.models.values()] == ["training", "training", "training"]
+
+
 def test_models_promote_then_show(settings, container, fake_registry, two_versions, capsys):
+    for model_id in (1, 2):
+        fake_registry.models[model_id] = attrs.evolve(fake_registry.models[model_id], metrics=passed_evaluation(True))
     assert run(["models", "promote", "1"], settings, container) == 0
     assert run(["models", "promote", "2"], settings, container) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "Model 2 (ppo-book v2) is now the active ppo-book."
