@@ -66,7 +66,8 @@ async def train_agent(
 
     ``settings`` (e.g. the environment's order size and fees) are stored with the
     hyperparameters: whatever the model needs to be used as it was trained. The markets of
-    ``eval_session_ids`` are what periodic evaluation plays (the training markets when none).
+    ``eval_session_ids`` are what periodic evaluation plays (held out: the trainer refuses to evaluate
+    on the training markets).
     """
     if not session_ids:
         raise NothingToTrainOn("no sessions given to train on")

@@ -597,6 +597,11 @@ def _training_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def train_model(args: argparse.Namespace, settings: Settings, container: Container) -> int:
+    if (args.eval_every is None) != (not args.eval_sessions):
+        raise CommandFailed(
+            "--eval-every N and --eval-sessions ID... go together: periodic evaluation runs on held-out "
+            "sessions (never the training ones), and held-out sessions are only read to evaluate on"
+        )
     environment = container.environment_settings()
     if args.action_space is not None:
         environment = attrs.evolve(environment, action_space=args.action_space)

@@ -87,6 +87,12 @@ class Sb3Trainer:
         options = self.options
         if options.checkpoint_every is not None and checkpoint_dir is None:
             raise ValueError("checkpoint_every is set but no checkpoint_dir was given")
+        # Evaluating on the training tapes would be reported as held-out: never fall back to them.
+        if options.eval_every is not None and not eval_tapes:
+            raise ValueError("eval_every is set but no held-out eval_tapes were given (evaluating on the "
+                             "training tapes would say nothing about held-out sessions)")  # fmt: skip
+        if eval_tapes and options.eval_every is None:
+            raise ValueError("eval_tapes were given but eval_every is not set: they would never be used")
         torch.set_num_threads(options.torch_threads)
         curriculum = options.curriculum
         tapes = easiest_first(tapes) if curriculum is not None else list(tapes)
@@ -103,7 +109,7 @@ class Sb3Trainer:
                 every = max(1, options.checkpoint_every // options.n_envs)
                 callbacks.append(CheckpointCallback(every, Path(str(checkpoint_dir)), self._metadata))
             if options.eval_every is not None:
-                evaluations = self._evaluation(eval_tapes or tapes, seed)
+                evaluations = self._evaluation(eval_tapes, seed)
                 callbacks.append(evaluations)
             started = time.perf_counter()
             with _unchecked_distributions():

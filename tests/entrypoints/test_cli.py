@@ -277,3 +277,9 @@ def test_an_unreadable_store_is_a_one_line_error_with_exit_code_1(monkeypatch, t
     assert capsys.readouterr().err == (
         f"kalshiflow-rl: error: cannot open SQLite {tmp_path / 'kalshiflow.db'}: file is not a database\n"
     )
+
+
+@pytest.mark.parametrize("flags", [["--eval-every", "128"], ["--eval-sessions", "2"]])
+def test_train_refuses_periodic_evaluation_without_held_out_sessions_and_the_reverse(settings, container, flags, capsys):
+    assert run(["train", "--sessions", "1", *flags], settings, container) == 2
+    assert "--eval-every N and --eval-sessions ID... go together" in capsys.readouterr().err

@@ -173,3 +173,10 @@ def test_a_file_that_is_not_a_model_is_refused_by_name(tmp_path):
     (tmp_path / "notes.zip").write_bytes(b"not a zip")
     with pytest.raises(ModelFileError, match="is not a kalshiflow-rl model file"):
         trainer().load_policy(str(tmp_path / "notes.zip"))
+
+
+def test_periodic_evaluation_never_falls_back_to_the_training_tapes(tapes, make_tapes):
+    with pytest.raises(ValueError, match="no held-out eval_tapes"):
+        trainer(eval_every=128).train(tapes, total_timesteps=256, seed=0)
+    with pytest.raises(ValueError, match="eval_every is not set"):
+        trainer().train(tapes, total_timesteps=256, seed=0, eval_tapes=make_tapes(9, markets=1))
