@@ -479,7 +479,8 @@ async def evaluate_model(
     The sessions are replayed with the settings the model was trained with, and must not be
     sessions it was trained on. The model's episodes and actions go into ``records`` (mode
     ``evaluation``); the comparison into its metrics. With ``promote``, a model that passes the
-    promotion rule becomes the active version of its name.
+    promotion rule becomes the active version of its name; a finished run (``training``) that
+    fails it is retired.
     """
     record = await registry.get(model_id)
     trained_on = sorted(set(record.hyperparameters.get("sessions", ())) & set(session_ids))
@@ -518,6 +519,10 @@ async def evaluate_model(
     promoted = promote and decision.promoted and record.status != "active"
     if promoted:
         record = await promote_evaluated(registry, model_id)
+    elif not decision.promoted and record.status == "training":
+        # Judged and rejected: retired, so retention (``models prune``) can let it go. An active
+        # version that fails on new sessions stays active: taking it down is the operator's call.
+        record = await registry.update(model_id, status="retired")
     return ModelEvaluation(record, evaluations, decision, promoted, len(tapes), episode_ids)
 
 

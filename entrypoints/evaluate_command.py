@@ -84,6 +84,10 @@ async def evaluate_model_command(args: argparse.Namespace, settings: Settings, c
         print(f"{label} is now the active version of {record.name}.")
     elif result.decision.promoted:
         print(f"{label} passed; it is {result.model.status} (pass --promote to make it active).")
+    elif result.model.status == "retired":
+        print(f"{label} is retired: it failed the rule (`models prune` may delete it).")
+    else:
+        print(f"{label} stays {result.model.status}, though it failed the rule on these sessions.")
     print(f"Recorded {len(result.recorded_episodes)} episodes of {label} in the trading records (mode evaluation).")
     chart = Path(args.chart) if args.chart else settings.data_dir / EVALUATIONS_DIR_NAME / f"model-{record.model_id}-equity.png"
     title = f"{record.name} v{record.version} against the baselines, {result.markets} held-out markets"

@@ -121,7 +121,8 @@ async def test_evaluate_prints_the_table_and_the_decision_records_and_writes_the
     assert (episode.market_ticker, episode.session_id, episode.result.step_count) == ("HELD", 2, 8)
     assert [action.action_type for action in actions] == ["HOLD"] * 8
     assert [action.timestamp_ms for action in actions] == list(range(0, 8_000, 1_000))
-    assert model.status == "training"  # --promote, but it failed the rule
+    assert model.status == "retired"  # --promote, but it failed the rule: judged, rejected, prunable
+    assert "model 1 (agent v1) is retired: it failed the rule (`models prune` may delete it)." in out
     assert model.metrics["evaluation"]["beat_baselines"] is False
 
 
