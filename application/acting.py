@@ -8,8 +8,11 @@ book as it is then).
 
 **One decision**, for one market, with the same code as training:
 
-1. the observation -- the market row from the live window (:class:`MarketRows`) and the
-   portfolio and open-order blocks from :class:`domain.features.ObservationBuilder`;
+1. a new row of the market (:class:`MarketRows` samples the live book into the market's
+   :class:`~application.observation.LiveMarketObservation`), and off that one object -- the
+   only live path, the one ``tests/application/test_observation_parity.py`` drives against the
+   environment -- the observation (:class:`domain.features.ObservationBuilder`; the order's age
+   in rows),
 2. the legal actions (:meth:`domain.actions.ActionDecoder.legal_actions`, with the cash not
    promised to the other markets' resting orders) and the policy's choice (an illegal choice
    holds, as in the environment);
@@ -73,12 +76,11 @@ from domain.actions import cash_required
 from domain.features import ObservationBuilder
 from domain.events import PublicTrade
 from domain.gateway_errors import GatewayError
-from domain.market_tape import mark_prices
 from domain.orderbook import OrderBook
-from domain.orders import Fill, Order, OrderSide
+from domain.orders import Fill, Order
 from domain.ports import Clock, MarketCatalog, MarketInfo, OrderGateway, TradingAction
 from domain.risk import DailyLoss, MarketThrottle, check_account
-from domain.values import ONE_DOLLAR, format_count, format_money, format_price
+from domain.values import format_count, format_money, format_price
 
 log = logging.getLogger(__name__)
 
@@ -334,34 +336,30 @@ class PaperTradingActor:
         if info is not None and now >= info.close_ms:
             self._close_market(ticker)
             return None
-        row = self._rows.market_row(ticker, now) if book is not None else None
-        if book is None or row is None or not self._books.is_in_sync(ticker):
+        market = self._rows.sample(ticker, now) if book is not None else None
+        if book is None or market is None or not self._books.is_in_sync(ticker):
             self.counters.skipped += 1
             return None
-        yes_bid, yes_ask = book.yes_bid, book.yes_ask
-        mark = self._mark(ticker, yes_bid, yes_ask)
+        # One live path: the observation, the mask and the order all come off the sampled row
+        # (application.observation), the code the parity test holds to the environment's.
+        mark = self._marks[ticker] = market.mark
         position = account.quantity(ticker)
         working = self._orders.by_market.get(ticker)
-        observation = builder.observe(
-            row, mark, position, account.cost_basis(ticker), account.market_value(ticker, mark), account.cash,
-            None if working is None else working.order.side is OrderSide.BID,
-            0 if working is None else working.order.price,
-            0 if working is None else working.remaining,
-            0 if working is None else (now - working.placed_ms) // model.step_ms,
+        observation = market.observe(
+            builder, quantity=position, cost_basis=account.cost_basis(ticker),
+            market_value=account.market_value(ticker, mark), cash=account.cash,
+            order=None if working is None else (
+                working.order.side, working.order.price, working.remaining, working.placed_ms
+            ),
         )  # fmt: skip
-        mask = model.decoder.legal_actions(
-            yes_bid=yes_bid, yes_ask=yes_ask, position=position, buying_power=self._buying_power(ticker, model)
-        )
+        mask = market.legal_actions(model.decoder, position=position, buying_power=self._buying_power(ticker, model))
         chosen = int(model.policy.act(observation, np.asarray(mask, dtype=bool)))
         legal = 0 <= chosen < len(mask) and mask[chosen]
         if not legal:
             self.counters.illegal_choices += 1
         request = None
         if legal:
-            request = model.decoder.decode(
-                chosen, ticker=ticker, yes_bid=yes_bid, yes_ask=yes_ask, position=position,
-                client_order_id=self._client_ids(),
-            )  # fmt: skip
+            request = market.order_for(model.decoder, chosen, position=position, client_order_id=self._client_ids())
         self.counters.decisions += 1
         sent = await self._orders.execute(ticker, request, position, now)
         sent_id = None if sent is None else sent.client_order_id
@@ -397,14 +395,6 @@ class PaperTradingActor:
                     order.side, order.price, entry.remaining, self.account.quantity(other), model.decoder.fees
                 )
         return self.account.cash - promised
-
-    def _mark(self, ticker: str, yes_bid: int, yes_ask: int) -> int:
-        """The YES price positions are valued at, by the rule training used (the mid, carried
-        forward while a side is empty)."""
-        previous = self._marks.get(ticker, ONE_DOLLAR // 2)
-        mark = int(mark_prices(np.array([yes_bid]), np.array([yes_ask]), initial=previous)[0])
-        self._marks[ticker] = mark
-        return mark
 
     # -- episodes --------------------------------------------------------------------------------
     async def _finish_episodes(self) -> None:

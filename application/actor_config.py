@@ -7,8 +7,8 @@ import enum
 from typing import Protocol
 
 import attrs
-import numpy as np
 
+from application.observation import LiveMarketObservation
 from domain.events import PublicTrade
 from domain.risk import RiskLimits
 
@@ -22,11 +22,12 @@ class ActorState(enum.Enum):
 
 
 class MarketRows(Protocol):
-    """The market block of a live observation: the same features training computed from tapes."""
+    """Each market's live rows: the same rows training compiled from tapes."""
 
-    def market_row(self, ticker: str, now_ms: int) -> np.ndarray | None:
-        """``MARKET_FEATURE_COUNT`` floats for ``ticker`` now, or None when there is not enough
-        to build them (no book yet, no close time)."""
+    def sample(self, ticker: str, now_ms: int) -> LiveMarketObservation | None:
+        """A new row of ``ticker`` at ``now_ms`` and the market's observation object (its
+        observation, mask and decoded orders), or None when there is not enough to build it
+        (no book yet, no close time)."""
         ...
 
     def set_close(self, ticker: str, close_ms: int) -> None:

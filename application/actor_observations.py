@@ -2,10 +2,9 @@
 to replay's.
 
 :class:`LiveMarketRows` keeps one :class:`~application.observation.LiveMarketObservation` per
-market and, at each decision, samples the live book into it and returns the market block of the
-new row (``domain.features.market_features`` over the same trailing rows replay would have).
-The actor then adds the account with :class:`domain.features.ObservationBuilder`, as the
-environment does.
+market and, at each decision, samples the live book into it and returns it: the actor reads the
+observation, the action mask and the decoded order off that one object (the same
+``domain.features`` builder and ``domain.actions`` decoder the environment uses).
 
 Two things come from outside the book: each market's close time (:meth:`LiveMarketRows.set_close`,
 read from the exchange at start -- the time-left features count down to it, as training's
@@ -18,13 +17,10 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
-
 from application.book_state import SharedBookState
 from application.observation import LiveMarketObservation, ObservationError
 from application.replay import ReplayConfig
 from domain.events import PublicTrade
-from domain.features import ObservationBuilder
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +34,6 @@ class LiveMarketRows:
         self._closes: dict[str, int] = {}
         self._markets: dict[str, LiveMarketObservation] = {}
         self._without_close: set[str] = set()  # warned about once
-        # Only the market block is read here; the account block is the actor's own builder's.
-        self._unused_builder = ObservationBuilder(initial_cash=1, max_position=1, order_size=1)
 
     def set_close(self, ticker: str, close_ms: int) -> None:
         """When trading in ``ticker`` closes (Unix ms), as the exchange says."""
@@ -54,9 +48,7 @@ class LiveMarketRows:
             close = self._closes.get(ticker)
             if close is None:
                 return None
-            market = self._markets[ticker] = LiveMarketObservation(
-                ticker, replay=self._replay, expiry_ms=close, builder=self._unused_builder
-            )
+            market = self._markets[ticker] = LiveMarketObservation(ticker, replay=self._replay, expiry_ms=close)
         return market
 
     def record_trade(self, trade: PublicTrade) -> None:
@@ -66,7 +58,9 @@ class LiveMarketRows:
             if market is not None:
                 market.record_trade(trade)
 
-    def market_row(self, ticker: str, now_ms: int) -> np.ndarray | None:
+    def sample(self, ticker: str, now_ms: int) -> LiveMarketObservation | None:
+        """A new row of ``ticker`` from its live book at ``now_ms``; None when there is none to
+        take (book out of sync, no close time, past the close, time not moving on)."""
         if not self._books.is_in_sync(ticker):
             return None
         market = self._market(ticker)
@@ -80,4 +74,4 @@ class LiveMarketRows:
         except ObservationError as error:  # two decisions in one millisecond, a market past its close
             log.warning("actor: no observation of %s: %s", ticker, error)
             return None
-        return market.market_row()
+        return market

@@ -13,9 +13,12 @@ any feature looks back), and hands them to the same two domain functions. The pa
 and compares every observation and every decoded order.
 
 Use, per market: :meth:`~LiveMarketObservation.record_trade` for every public trade after the
-book's first snapshot, :meth:`~LiveMarketObservation.sample` at each decision time (the book
-must be in sync), then :meth:`~LiveMarketObservation.observe`, and decode the chosen action with
-:meth:`~LiveMarketObservation.order_for` against the same sampled top of book.
+book's first snapshot, :meth:`~LiveMarketObservation.sample` at each row time (the book must be
+in sync), then -- the one live decision path, the actor's (``application.acting``) --
+:meth:`~LiveMarketObservation.observe`, :meth:`~LiveMarketObservation.legal_actions` and
+:meth:`~LiveMarketObservation.order_for`, all against the same sampled row and top of book.
+Rows sit on replay's grid (multiples of ``step_ms`` on the Unix clock), so an order's age is
+counted in rows, as the environment counts it.
 """
 
 from __future__ import annotations
@@ -28,10 +31,9 @@ from application.replay import ReplayConfig
 from domain.actions import ActionDecoder
 from domain.events import PublicTrade
 from domain.features import HISTORY_ROWS, ObservationBuilder, market_features
-from domain.ledger import Position
 from domain.market_tape import NO_LEVEL, mark_prices
 from domain.orderbook import OrderBook
-from domain.orders import Order, OrderRequest
+from domain.orders import OrderRequest, OrderSide
 from domain.values import ONE_DOLLAR
 
 
@@ -43,10 +45,9 @@ class LiveMarketObservation:
     """One live market's decision rows and its observations.
 
     ``replay`` must be the replay settings the model was trained with (its ``depth_levels``
-    shape the depth features); ``expiry_ms`` is when the market closes; ``start_ms`` is when
-    its record began -- the first snapshot -- and defaults to the first sample's time.
-    ``builder`` adds the account for :meth:`observe`; without one, only the market block
-    (:meth:`market_row`) is available -- for a caller that assembles observations itself.
+    shape the depth features, its ``step_ms`` the row grid); ``expiry_ms`` is when the market
+    closes; ``start_ms`` is when its record began -- the first snapshot -- and defaults to the
+    first sample's time.
     """
 
     def __init__(
@@ -55,14 +56,13 @@ class LiveMarketObservation:
         *,
         replay: ReplayConfig,
         expiry_ms: int,
-        builder: ObservationBuilder | None = None,
         start_ms: int | None = None,
     ) -> None:
         self.ticker = ticker
         self.depth_levels = replay.depth_levels
+        self.step_ms = replay.step_ms
         self.expiry_ms = expiry_ms
         self.start_ms = start_ms
-        self.builder = builder
         self._times: deque[int] = deque(maxlen=HISTORY_ROWS)
         self._bid_prices: deque[np.ndarray] = deque(maxlen=HISTORY_ROWS)  # [2, K] per row
         self._bid_counts: deque[np.ndarray] = deque(maxlen=HISTORY_ROWS)
@@ -133,13 +133,40 @@ class LiveMarketObservation:
             )[-1]
         return self._row
 
-    def observe(self, position: Position | None, cash: int, order: Order | None, order_age_steps: int) -> np.ndarray:
-        """The observation of the latest row for the account: the market's position (None: never
-        traded), the account's cash, the market's latest open order and the decisions since it
-        was sent."""
-        if self.builder is None:
-            raise ObservationError(f"{self.ticker}: no ObservationBuilder given: only market_row() is available")
-        return self.builder.observe_account(self.market_row(), self.mark, position, cash, order, order_age_steps)
+    @property
+    def last_sample_ms(self) -> int | None:
+        """The latest row's time (None: no row yet)."""
+        return self._times[-1] if self._times else None
+
+    def rows_since(self, ts_ms: int) -> int:
+        """Rows from the one at ``ts_ms`` to the latest (0: the latest row is ``ts_ms``'s): the
+        observation's order age, as the environment counts it (rows, not time)."""
+        if not self._times:
+            raise ObservationError(f"{self.ticker}: no row sampled yet")
+        return max(0, (self._times[-1] - ts_ms) // self.step_ms)
+
+    def observe(
+        self,
+        builder: ObservationBuilder,
+        *,
+        quantity: int,
+        cost_basis: int,
+        market_value: int,
+        cash: int,
+        order: tuple[OrderSide, int, int, int] | None,
+    ) -> np.ndarray:
+        """The observation of the latest row for the account: the market's signed position
+        (count units) bought for ``cost_basis`` and worth ``market_value`` at :attr:`mark`, the
+        account's cash, and the market's working order as ``(side, price, remaining,
+        placed_ms)`` (None: none; its age is :meth:`rows_since` ``placed_ms``)."""
+        row = self.market_row()
+        if order is None:
+            return builder.observe(row, self.mark, quantity, cost_basis, market_value, cash, None, 0, 0, 0)
+        side, price, remaining, placed_ms = order
+        return builder.observe(
+            row, self.mark, quantity, cost_basis, market_value, cash,
+            side is OrderSide.BID, price, remaining, self.rows_since(placed_ms),
+        )  # fmt: skip
 
     def order_for(
         self, decoder: ActionDecoder, action: int, *, position: int, client_order_id: str

@@ -27,6 +27,8 @@ from application.actor_policies import (
 )
 from application.actor_records import RecordQueue, TradingRecordWriter
 from application.book_state import SharedBookState
+from application.observation import LiveMarketObservation
+from application.replay import ReplayConfig
 from domain.actions import Action, ActionConfig, ActionDecoder, PricingStrategy
 from domain.events import BookSnapshot, PublicTrade
 from domain.features import FEATURE_NAMES, MARKET_FEATURE_COUNT
@@ -227,13 +229,27 @@ class ScriptedPolicy:
         return self.choose(observation)
 
 
-class ZeroRows:
-    """Market rows of zeros, with a settable imbalance (enough for the hardcoded rule)."""
+class ZeroRowObservation(LiveMarketObservation):
+    """A real live observation (top of book, mark, account blocks, mask, decoding) whose market
+    block is zeros but for a settable imbalance (enough for the hardcoded rule)."""
 
-    def __init__(self) -> None:
+    imbalance = 0.0
+
+    def market_row(self) -> np.ndarray:
+        row = np.zeros(MARKET_FEATURE_COUNT, dtype=np.float32)
+        row[FEATURE_NAMES.index("imbalance_top")] = self.imbalance
+        return row
+
+
+class ZeroRows:
+    """The actor's market rows over the test's books, with zero market blocks."""
+
+    def __init__(self, books: SharedBookState) -> None:
+        self.books = books
         self.imbalance: dict[str, float] = {}
         self.closes: dict[str, int] = {}
         self.trades: list[PublicTrade] = []
+        self.markets: dict[str, ZeroRowObservation] = {}
 
     def set_close(self, ticker: str, close_ms: int) -> None:
         self.closes[ticker] = close_ms
@@ -241,10 +257,17 @@ class ZeroRows:
     def record_trade(self, trade: PublicTrade) -> None:
         self.trades.append(trade)
 
-    def market_row(self, ticker: str, now_ms: int) -> np.ndarray | None:
-        row = np.zeros(MARKET_FEATURE_COUNT, dtype=np.float32)
-        row[FEATURE_NAMES.index("imbalance_top")] = self.imbalance.get(ticker, 0.0)
-        return row
+    def sample(self, ticker: str, now_ms: int) -> LiveMarketObservation | None:
+        market = self.markets.get(ticker)
+        if market is None:
+            market = self.markets[ticker] = ZeroRowObservation(
+                ticker, replay=ReplayConfig(step_ms=1_000), expiry_ms=self.closes[ticker]
+            )
+        market.imbalance = self.imbalance.get(ticker, 0.0)
+        last = market.last_sample_ms
+        # Two decisions within a millisecond (the test's clock is the event loop's): one more row.
+        market.sample(self.books.snapshot(ticker), now_ms if last is None else max(now_ms, last + 1))
+        return market
 
 
 class SteppingClock:
@@ -329,7 +352,7 @@ def make_harness():
         exchange = exchange or FakeExchange()
         books = SharedBookState(tickers)
         records = FakeTradingRecords()
-        rows = ZeroRows()
+        rows = ZeroRows(books)
         config = ActorConfig(
             tickers=tickers,
             contract_size=contract_size,

@@ -26,26 +26,26 @@ def books_with(ticker: str) -> SharedBookState:
 
 def test_a_market_without_a_close_time_has_no_rows():
     rows = LiveMarketRows(books_with("A"), replay=ReplayConfig())
-    assert rows.market_row("A", 1_000) is None
+    assert rows.sample("A", 1_000) is None
     rows.set_close("A", 1_000 + 30 * MINUTE_MS)
-    assert rows.market_row("A", 2_000) is not None
+    assert rows.sample("A", 2_000) is not None
 
 
 def test_time_left_counts_down_to_the_exchanges_close_time():
     rows = LiveMarketRows(books_with("A"), replay=ReplayConfig())
     rows.set_close("A", 90 * MINUTE_MS)
-    row = rows.market_row("A", 30 * MINUTE_MS)
+    row = rows.sample("A", 30 * MINUTE_MS).market_row()
     assert math.isclose(row[TIME_LEFT_LOG], math.log1p(60) / 10, rel_tol=1e-6)
-    assert rows.market_row("A", 90 * MINUTE_MS + 1) is None  # past the close: no observation
+    assert rows.sample("A", 90 * MINUTE_MS + 1) is None  # past the close: no observation
 
 
 def test_public_trades_reach_the_trade_flow_features():
     rows = LiveMarketRows(books_with("A"), replay=ReplayConfig())
     rows.set_close("A", 10 * MINUTE_MS)
-    quiet = rows.market_row("A", 1_000)
+    quiet = rows.sample("A", 1_000).market_row()
     assert quiet[FLOW] == 0 and quiet[VOLUME_LAST] == 0
     rows.record_trade(PublicTrade("A", 1_500, "t-1", 4500, 30 * ONE_CONTRACT, Side.YES))
     rows.record_trade(PublicTrade("A", 1_600, "t-2", 4500, 10 * ONE_CONTRACT, Side.NO))
-    traded = rows.market_row("A", 2_000)
+    traded = rows.sample("A", 2_000).market_row()
     assert math.isclose(traded[FLOW], (30 - 10) / 40, rel_tol=1e-6)
     assert math.isclose(traded[VOLUME_LAST], math.log1p(40) / math.log(1000), rel_tol=1e-6)
