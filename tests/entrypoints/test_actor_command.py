@@ -55,7 +55,7 @@ async def test_the_actor_needs_to_be_enabled_and_an_active_model(fake_registry, 
         await build_actor(disabled, build_container(disabled), books=books, tickers=["A"], registry=fake_registry,
                           records=None, gateway=None, markets=None)  # fmt: skip
     enabled = Settings(data_dir=tmp_path, actor_enabled=True, actor_strategy=ActorStrategy.RL_MODEL)
-    with pytest.raises(ActorUnavailable, match="models promote"):
+    with pytest.raises(ActorUnavailable, match="no active version"):
         await build_actor(enabled, build_container(enabled), books=books, tickers=["A"], registry=fake_registry,
                           records=None, gateway=None, markets=None)  # fmt: skip
 
