@@ -86,15 +86,17 @@ async def _status(http: httpx.AsyncClient) -> dict[str, Any]:
     return response.json()["actor"]
 
 
-async def _until(http: httpx.AsyncClient, condition, what: str, timeout_s: float) -> dict[str, Any]:
-    """The actor's status once ``condition(status)`` holds (bounded)."""
+async def _until(http: httpx.AsyncClient, condition, what: str, timeout_s: float, service=None) -> dict[str, Any]:
+    """The actor's status once ``condition(status)`` holds (bounded); on a timeout, the status
+    and the tail of the service's output (its log says why a decision failed)."""
     deadline = time.monotonic() + timeout_s
     while True:
         status = await _status(http)
         if condition(status):
             return status
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}; actor status: {status}")
+            log = "" if service is None else f"\nservice output (tail):\n{service.output[-4000:]}"
+            pytest.fail(f"timed out waiting for {what}; actor status: {status}{log}")
         await asyncio.sleep(0.2)
 
 
@@ -153,6 +155,7 @@ async def test_the_actor_trades_survives_a_cut_fill_channel_is_killed_and_settle
                 and s["open_orders"],
                 "the actor to trade",
                 timeout_s=RUN_TIMEOUT_S / 2,
+                service=service,
             )
             # The observations count down to each market's close as the exchange gives it, and
             # see the feed's public trades.
@@ -170,7 +173,7 @@ async def test_the_actor_trades_survives_a_cut_fill_channel_is_killed_and_settle
                 reason = await exchange.wait_finished()
             assert reason == "every market resolved"
             final = await _until(
-                http, lambda s: not s.get("positions_contracts"), "the actor to book the settlements", timeout_s=30
+                http, lambda s: not s.get("positions_contracts"), "the actor to book the settlements", timeout_s=30, service=service
             )
             exchange_fills = await account.every("/portfolio/fills", "fills")
             exchange_orders = await account.every("/portfolio/orders", "orders")
