@@ -2,17 +2,26 @@
 
 :class:`PaperTradingActor` is the use case behind ``kalshiflow-rl actor`` and the actor inside
 ``serve``. It runs beside the live feed and never holds it up: its book listener only notes which
-market changed (one dict store); its own task makes the decisions, one market at a time, at most
-once per market every ``throttle_ms`` (a burst of deltas in between makes one decision, on the
-book as it is then).
+market changed (one set store).
 
-**One decision**, for one market, with the same code as training:
+**The grid.** Training's rows are a fixed clock: one every ``step_ms`` of the model's replay
+settings, at the multiples of it on the Unix clock, whether or not the book changed. The actor
+keeps the same clock: its sampler wakes at every grid time and takes a row of every market
+from the live book as it is then (:class:`MarketRows`; a burst of deltas in between is one row,
+a quiet market still gets its row), and never waits for anything else; its decision task then
+decides on each market's newest row -- at most once per row, so a slow exchange makes it skip
+rows, never decide on a row twice or between rows. So every feature counted in rows (price
+moves, volatility, trade flow, the order's age) spans the same time as in training. A model
+trained at another ``step_ms`` than the rows' grid is refused (:func:`check_cadence`), at start
+and at a reload.
 
-1. a new row of the market (:class:`MarketRows` samples the live book into the market's
-   :class:`~application.observation.LiveMarketObservation`), and off that one object -- the
-   only live path, the one ``tests/application/test_observation_parity.py`` drives against the
-   environment -- the observation (:class:`domain.features.ObservationBuilder`; the order's age
-   in rows),
+**One decision**, for one market at one grid time, with the same code as training:
+
+1. the market's row at that time (:class:`MarketRows` samples the live book into the market's
+   :class:`~application.observation.LiveMarketObservation` if the sampler has not yet), and off
+   that one object -- the only live path, the one ``tests/application/test_observation_parity.py``
+   drives against the environment -- the observation (:class:`domain.features.ObservationBuilder`;
+   the order's age in rows),
 2. the legal actions (:meth:`domain.actions.ActionDecoder.legal_actions`, with the cash not
    promised to the other markets' resting orders) and the policy's choice (an illegal choice
    holds, as in the environment);
@@ -58,7 +67,7 @@ import contextlib
 import hashlib
 import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -79,12 +88,32 @@ from domain.gateway_errors import GatewayError
 from domain.orderbook import OrderBook
 from domain.orders import Fill, Order
 from domain.ports import Clock, MarketCatalog, MarketInfo, OrderGateway, TradingAction
-from domain.risk import DailyLoss, MarketThrottle, check_account
+from domain.risk import DailyLoss, check_account
 from domain.values import format_count, format_money, format_price
 
 log = logging.getLogger(__name__)
 
 OPENING_LOOKBACK_MS = 86_400_000  # fills of the last day before start belong to the opening balance
+
+
+class CadenceMismatch(ValueError):
+    """The model was trained deciding at another interval than the actor's rows are sampled at."""
+
+
+def check_cadence(model: TradingModel, step_ms: int) -> None:
+    """Refuse a model whose training step is not ``step_ms``, the actor's row grid: its features
+    counted in rows (price moves, volatility, trade flow) and its order age would span other times."""
+    if model.step_ms != step_ms:
+        raise CadenceMismatch(
+            f"{model.label} was trained deciding every {model.step_ms} ms, but the actor's rows are "
+            f"{step_ms} ms apart: a model is traded on the grid it was trained on"
+        )
+
+
+async def sleep_until(clock: Clock, ms: int) -> None:
+    """Wait until ``clock`` reads ``ms`` (Unix ms) or later."""
+    while (left := ms - clock.now_ms()) > 0:
+        await asyncio.sleep(left / 1000)
 
 
 class PaperTradingActor:
@@ -100,7 +129,10 @@ class PaperTradingActor:
         clock: Clock,
         config: ActorConfig,
         strategy: str = "rl_model",
+        wait_until: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
+        """``wait_until(ms)`` returns once ``clock`` reads ``ms`` or later (default: sleeps on
+        the event loop); the sampler waits for each grid time with it."""
         self._books = books
         self._rows = market_rows
         self._gateway = gateway
@@ -108,6 +140,7 @@ class PaperTradingActor:
         self._models = models
         self._records = records
         self._clock = clock
+        self._wait_until = wait_until or (lambda ms: sleep_until(clock, ms))
         self.config = config
         self.strategy = strategy
         self.counters = ActorCounters()
@@ -122,13 +155,13 @@ class PaperTradingActor:
         self._builder: ObservationBuilder | None = None
         self._generation = 0  # the actor's model generation (episode keys)
         self._episodes = MarketEpisodes(records)
-        self._throttle = MarketThrottle(config.throttle_ms)
         self._daily = DailyLoss()
         self._daily_loss = 0
         self._tickers = frozenset(config.tickers)
         self._live: dict[str, OrderBook] = {}
-        self._pending: dict[str, None] = {}  # markets whose book changed: an ordered set
-        self._wakeup = asyncio.Event()
+        self._changed: set[str] = set()  # markets whose book changed since their last row
+        self._grid_ms: int | None = None  # the latest grid time the markets were sampled at
+        self._sampled = asyncio.Event()  # set at each new grid time
         # A model is swapped between two decisions, never during one (a decision awaits the
         # exchange): its action is recorded in the episode of the model that chose it.
         self._deciding = asyncio.Lock()
@@ -153,8 +186,12 @@ class PaperTradingActor:
     def model(self) -> TradingModel | None:
         return self._model
 
-    def _use_model(self, model: TradingModel) -> None:
+    def _check_model(self, model: TradingModel) -> None:
         check_contract_size(model, self.config.contract_size)
+        check_cadence(model, self._rows.step_ms)
+
+    def _use_model(self, model: TradingModel) -> None:
+        self._check_model(model)
         assert self.account is not None
         self._model = model
         self._builder = ObservationBuilder(
@@ -168,7 +205,7 @@ class PaperTradingActor:
     async def start(self) -> None:
         """Load the model, clear what an earlier run left resting, read the account, listen."""
         model = await self._models.load()
-        check_contract_size(model, self.config.contract_size)
+        self._check_model(model)
         await self._orders.cancel_leftovers()
         self._started_ms = self._clock.now_ms()
         # Fills are streamed from a day back, on the exchange's clock as much as ours (a skewed
@@ -213,6 +250,7 @@ class PaperTradingActor:
             self.failure = f"{type(error).__name__}: {error}"
             raise
         tasks = [
+            asyncio.create_task(self._sample_loop(), name="actor-rows"),
             asyncio.create_task(self._decide_loop(), name="actor-decisions"),
             asyncio.create_task(self._fill_loop(), name="actor-fills"),
             asyncio.create_task(self._reconcile_loop(), name="actor-reconcile"),
@@ -232,9 +270,9 @@ class PaperTradingActor:
         finally:
             with contextlib.suppress(ValueError):
                 self._books.unsubscribe(self._on_book)
-            for task in (*tasks[:4], stopper, *self._background):
+            for task in (*tasks[:-1], stopper, *self._background):
                 task.cancel()
-            for task in (*tasks[:4], stopper, *self._background):
+            for task in (*tasks[:-1], stopper, *self._background):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
             if self.config.cancel_on_stop and self.state is not ActorState.FAILED:
@@ -242,9 +280,9 @@ class PaperTradingActor:
                     await self._orders.cancel_all()
             await self._finish_episodes()
             await self._records.drain(timeout_s=10.0)
-            tasks[4].cancel()
+            tasks[-1].cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await tasks[4]
+                await tasks[-1]
             if self.state is not ActorState.FAILED:
                 self.state = ActorState.STOPPED
 
@@ -277,11 +315,10 @@ class PaperTradingActor:
     def _on_book(self, ticker: str, book: OrderBook) -> None:
         self.counters.book_updates += 1
         self._live[ticker] = book
-        if ticker in self._pending:
+        if ticker in self._changed:
             self.counters.coalesced += 1
         else:
-            self._pending[ticker] = None
-        self._wakeup.set()
+            self._changed.add(ticker)
 
     # -- decisions -------------------------------------------------------------------------------
     def _close_market(self, ticker: str) -> None:
@@ -294,44 +331,59 @@ class PaperTradingActor:
         log.info("actor: trading in %s has closed; no more decisions there", ticker)
         self._reconcile_now.set()
 
-    async def _decide_loop(self) -> None:
+    async def _sample_loop(self) -> None:
+        """At every grid time (multiples of the rows' ``step_ms`` on the Unix clock, as replay's
+        rows), a row of every open market from its live book, changed or not; then the decision
+        task is told. Never awaits anything but the clock, so a slow exchange delays no row."""
+        step = self._rows.step_ms
+        grid = self._clock.now_ms() // step * step
         while True:
-            if not self._pending:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            now = self._clock.now_ms()
-            waits = {ticker: self._throttle.wait_ms(ticker, now) for ticker in self._pending}
-            ready = [ticker for ticker, wait in waits.items() if wait == 0]
-            if not ready:
-                self._wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(waits.values()) / 1000):
-                        await self._wakeup.wait()
-                continue
-            for ticker in ready:
-                del self._pending[ticker]
-                if self.halt_reason is not None or ticker in self._closed:
+            await self._wait_until(grid + step)
+            now = self._clock.now_ms() // step * step
+            self.counters.late_rows += (now - grid) // step - 1  # woke too late for some
+            grid = now
+            for ticker in self.config.tickers:
+                info = self.market_info.get(ticker)
+                if info is not None and grid >= info.close_ms:
+                    self._close_market(ticker)
+                if ticker in self._closed or ticker not in self._live:
                     continue
-                # The decision's own time starts the throttle interval: an earlier decision in
-                # this round may have awaited the exchange, so ``now`` above can be stale.
-                decided_at = self._clock.now_ms()
-                self._throttle.record(ticker, decided_at)
+                self._changed.discard(ticker)
+                self._rows.sample(ticker, grid)
+            self.counters.rows += 1
+            self._grid_ms = grid
+            self._sampled.set()
+
+    async def _decide_loop(self) -> None:
+        """A decision on every open market at every grid time, on its newest row -- once per
+        row: when deciding took past the next grid time, the rows in between are not decided on."""
+        decided: dict[str, int] = {}  # the grid time of each market's latest decision
+        while True:
+            await self._sampled.wait()
+            self._sampled.clear()
+            for ticker in self.config.tickers:
+                grid = self._grid_ms  # the newest row: an earlier market's decision may have awaited
+                if grid is None or decided.get(ticker, -1) >= grid:
+                    continue
+                if self.halt_reason is not None or ticker in self._closed or ticker not in self._live:
+                    continue
+                decided[ticker] = grid
                 try:
                     async with self._deciding:
-                        await self.decide(ticker, decided_at)
+                        await self.decide(ticker, grid)
                 except Exception:  # a bug or a surprise on one decision must not end trading
                     self.counters.errors += 1
                     log.exception("actor: the decision on %s failed", ticker)
 
     async def decide(self, ticker: str, now: int | None = None) -> TradingAction | None:
-        """One decision on ``ticker`` at ``now`` (default: the clock's time; see the module
-        docstring); returns what was recorded, or None when no decision could be made."""
+        """One decision on ``ticker`` at the grid time ``now`` (default: the latest at the
+        clock's time; see the module docstring), on the market's row at that time; returns what
+        was recorded, or None when no decision could be made."""
         model, builder, account, generation = self._model, self._builder, self.account, self._generation
         assert model is not None and builder is not None and account is not None
         book = self._live.get(ticker)
         if now is None:
-            now = self._clock.now_ms()
+            now = self._clock.now_ms() // self._rows.step_ms * self._rows.step_ms
         info = self.market_info.get(ticker)
         if info is not None and now >= info.close_ms:
             self._close_market(ticker)
@@ -464,7 +516,7 @@ class PaperTradingActor:
         False (the current model stays) when it cannot be loaded or does not fit."""
         try:
             model = await self._models.load()
-            check_contract_size(model, self.config.contract_size)
+            self._check_model(model)
         except Exception as error:
             self.counters.reload_failures += 1
             log.error("actor: keeping %s; the new model cannot be used: %s", self._model and self._model.label, error)

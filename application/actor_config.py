@@ -22,12 +22,15 @@ class ActorState(enum.Enum):
 
 
 class MarketRows(Protocol):
-    """Each market's live rows: the same rows training compiled from tapes."""
+    """Each market's live rows: the same rows training compiled from tapes, on the same grid."""
+
+    step_ms: int  # the row grid: a row at every multiple of it on the Unix clock (the model's step)
 
     def sample(self, ticker: str, now_ms: int) -> LiveMarketObservation | None:
-        """A new row of ``ticker`` at ``now_ms`` and the market's observation object (its
-        observation, mask and decoded orders), or None when there is not enough to build it
-        (no book yet, no close time)."""
+        """The row of ``ticker`` at the grid time ``now_ms`` (taken now from the live book if it
+        is not yet; the same row again if it is) and the market's observation object (its
+        observation, mask and decoded orders), or None when there is none (no book in sync, no
+        close time, past the close, a time before the latest row or off the grid)."""
         ...
 
     def set_close(self, ticker: str, close_ms: int) -> None:
@@ -44,7 +47,6 @@ class ActorConfig:
     tickers: tuple[str, ...] = attrs.field(converter=tuple)
     contract_size: int  # whole contracts per order (RL_ACTOR_CONTRACT_SIZE); the model must match
     limits: RiskLimits
-    throttle_ms: int = 250
     reconcile_interval_s: float = 10.0
     reload_interval_s: float = 5.0
     client_order_prefix: str = "kfrl"
@@ -60,7 +62,9 @@ class ActorConfig:
 @attrs.define
 class ActorCounters:
     book_updates: int = 0
-    coalesced: int = 0  # updates folded into a decision already waiting (throttle, busy)
+    coalesced: int = 0  # book updates folded into one row (several between two grid times)
+    rows: int = 0  # grid times the markets were sampled at (every market in sync, each time)
+    late_rows: int = 0  # grid times the sampler woke too late for: rows from the book as it was next
     decisions: int = 0
     illegal_choices: int = 0  # the policy chose a masked action: held instead
     skipped: int = 0  # a decision due on a book out of sequence, or without a market row

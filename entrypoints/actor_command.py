@@ -10,8 +10,9 @@
   ``KALSHI_ENV=local``, the demo exchange for ``demo``; production is refused by the settings and
   again by the gateway), fills over the WebSocket ``fill`` channel, signed with the API key;
 * the risk limits (``RL_ACTOR_MAX_POSITION``, ``RL_ACTOR_MAX_OPEN_ORDERS``,
-  ``RL_ACTOR_MAX_DAILY_LOSS``), the throttle (``RL_ACTOR_THROTTLE_MS``) and the contract size
-  (``RL_ACTOR_CONTRACT_SIZE``), which the model must have been trained with;
+  ``RL_ACTOR_MAX_DAILY_LOSS``), the decision interval (``RL_ACTOR_THROTTLE_MS``: 0 for the model's
+  own ``step_ms``, the only interval it is traded at -- any other is refused) and the contract
+  size (``RL_ACTOR_CONTRACT_SIZE``), which the model must have been trained with;
 * the trading records (``rl_trading_episodes``, ``rl_trading_actions``) behind a record queue;
 * the market catalog (``GET /markets/{ticker}``: close times for the observations, results for
   the settlements) and the ingestion's public trades (the observations' trade flow).
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,8 +56,6 @@ from domain.values import ONE_CONTRACT, format_count, format_money
 from entrypoints.config import ActorStrategy, Settings
 from entrypoints.ingestion import LiveIngestion
 from entrypoints.learning import EnvironmentSettings
-
-log = logging.getLogger(__name__)
 
 DEFAULT_MODEL_NAME = "agent"
 HARDCODED_MODEL_NAME = "hardcoded"
@@ -201,17 +199,20 @@ async def build_actor(
     except ModelUnavailable as error:
         raise ActorUnavailable(str(error)) from None
     check_contract_size(first, settings.actor_contract_size)
-    if settings.actor_throttle_ms != first.step_ms:
-        log.warning(
-            "RL_ACTOR_THROTTLE_MS=%d but %s was trained deciding every %d ms: its price-move features "
-            "will span other time scales than in training",
-            settings.actor_throttle_ms, first.label, first.step_ms,
-        )  # fmt: skip
     replay = ReplayConfig(step_ms=first.step_ms)
     if isinstance(models, RegistryModelSource):
         record = await registry.active(model_name)
         if record is not None:
             replay = model_settings(record)[1]
+    # The actor samples and decides on the model's row grid, and on no other: RL_ACTOR_THROTTLE_MS
+    # is 0 ("the model's step") or that step; another interval would make the features counted
+    # in rows (price moves, volatility, trade flow, order age) span other times than in training.
+    requested = settings.actor_throttle_ms
+    if requested and requested != first.step_ms:
+        raise ActorUnavailable(
+            f"RL_ACTOR_THROTTLE_MS={requested}, but {first.label} was trained deciding every {first.step_ms} ms "
+            f"and is traded on that grid only: set RL_ACTOR_THROTTLE_MS={first.step_ms}, or 0 (the model's step)"
+        )
     rows = LiveMarketRows(books, replay=replay)
     actor = PaperTradingActor(
         books=books,
@@ -225,7 +226,6 @@ async def build_actor(
             tickers=tuple(tickers),
             contract_size=settings.actor_contract_size,
             limits=risk_limits(settings),
-            throttle_ms=settings.actor_throttle_ms,
         ),
         strategy=settings.actor_strategy.value,
     )

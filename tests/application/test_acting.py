@@ -3,7 +3,9 @@
 The exchange double (:class:`FakeExchange`) is the OrderGateway port in memory: orders rest
 until the test fills them (:meth:`FakeExchange.fill`), fills are booked in the exchange's own
 ledger and pushed to every fill stream, client order ids are never reused. Books are real
-:class:`SharedBookState` books fed with snapshots, as the live feed feeds them.
+:class:`SharedBookState` books fed with snapshots, as the live feed feeds them. Time is the
+test's (:class:`GridClock`): it stands still until the test moves it to the next grid time
+(``await h.tick()``), when the actor samples its rows and decides.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import attrs
 import numpy as np
 import pytest
 
-from application.acting import PaperTradingActor
+from application.acting import CadenceMismatch, PaperTradingActor
 from application.actor_config import ActorConfig, ActorState
 from application.actor_policies import (
     ContractSizeMismatch,
@@ -25,6 +27,7 @@ from application.actor_policies import (
     ImbalancePolicy,
     TradingModel,
 )
+from application.actor_observations import LiveMarketRows
 from application.actor_records import RecordQueue, TradingRecordWriter
 from application.book_state import SharedBookState
 from application.observation import LiveMarketObservation
@@ -47,6 +50,7 @@ from domain.risk import RiskLimits
 from domain.values import MONEY_SCALE, ONE_CONTRACT, ONE_DOLLAR, Side
 
 TEN = 10 * ONE_CONTRACT
+STEP_MS = 1_000  # the models' training step: the actor's row grid
 FEES = FeeSchedule.kalshi_standard()
 
 
@@ -241,11 +245,12 @@ class ZeroRowObservation(LiveMarketObservation):
         return row
 
 
-class ZeroRows:
-    """The actor's market rows over the test's books, with zero market blocks."""
+class ZeroRows(LiveMarketRows):
+    """The actor's real market rows over the test's books, with zero market blocks; remembers
+    the close times and trades it was given."""
 
     def __init__(self, books: SharedBookState) -> None:
-        self.books = books
+        super().__init__(books, replay=ReplayConfig(step_ms=STEP_MS))
         self.imbalance: dict[str, float] = {}
         self.closes: dict[str, int] = {}
         self.trades: list[PublicTrade] = []
@@ -253,28 +258,45 @@ class ZeroRows:
 
     def set_close(self, ticker: str, close_ms: int) -> None:
         self.closes[ticker] = close_ms
+        super().set_close(ticker, close_ms)
 
     def record_trade(self, trade: PublicTrade) -> None:
         self.trades.append(trade)
+        super().record_trade(trade)
+
+    def new_market(self, ticker: str, close_ms: int) -> LiveMarketObservation:
+        market = self.markets[ticker] = ZeroRowObservation(ticker, replay=ReplayConfig(step_ms=STEP_MS), expiry_ms=close_ms)
+        return market
 
     def sample(self, ticker: str, now_ms: int) -> LiveMarketObservation | None:
-        market = self.markets.get(ticker)
-        if market is None:
-            market = self.markets[ticker] = ZeroRowObservation(
-                ticker, replay=ReplayConfig(step_ms=1_000), expiry_ms=self.closes[ticker]
-            )
-        market.imbalance = self.imbalance.get(ticker, 0.0)
-        last = market.last_sample_ms
-        # Two decisions within a millisecond (the test's clock is the event loop's): one more row.
-        market.sample(self.books.snapshot(ticker), now_ms if last is None else max(now_ms, last + 1))
+        market = super().sample(ticker, now_ms)
+        if isinstance(market, ZeroRowObservation):
+            market.imbalance = self.imbalance.get(ticker, 0.0)
         return market
 
 
-class SteppingClock:
-    """Wall-clock milliseconds from the event loop (so asyncio timeouts and the throttle agree)."""
+class GridClock:
+    """The Clock port and the actor's ``wait_until``: time stands still until :meth:`tick`
+    moves it to the next grid time (and so wakes the actor's sampler)."""
+
+    def __init__(self, start_ms: int = 1_000 * STEP_MS) -> None:
+        self.now = start_ms
+        self._moved: asyncio.Event | None = None
 
     def now_ms(self) -> int:
-        return int(asyncio.get_running_loop().time() * 1000)
+        return self.now
+
+    async def wait_until(self, ms: int) -> None:
+        while self.now < ms:
+            self._moved = asyncio.Event()
+            await self._moved.wait()
+
+    def tick(self, rows: int = 1) -> int:
+        """Move to the ``rows``-th next grid time; returns it."""
+        self.now = (self.now // STEP_MS + rows) * STEP_MS
+        if self._moved is not None:
+            self._moved.set()
+        return self.now
 
 
 class MutableModelSource:
@@ -297,7 +319,7 @@ def trading_model(policy, *, model_id: int = 7, contract_size: int = 10, pricing
     config = ActionConfig(order_size=contract_size * ONE_CONTRACT, pricing=pricing, max_position=50 * ONE_CONTRACT)
     return TradingModel(
         policy=policy, decoder=ActionDecoder(config, FEES), model_id=model_id, label=f"model {model_id}",
-        contract_size=contract_size, max_position=config.max_position, order_size=config.order_size, step_ms=1000,
+        contract_size=contract_size, max_position=config.max_position, order_size=config.order_size, step_ms=STEP_MS,
     )  # fmt: skip
 
 
@@ -312,7 +334,16 @@ class Harness:
     books: SharedBookState
     records: FakeTradingRecords
     rows: ZeroRows
+    clock: GridClock
     task: asyncio.Task | None = None
+
+    async def tick(self, rows: int = 1) -> int:
+        """The next grid time (``rows`` on): the actor samples every market and decides. Returns
+        once the actor's sampler has taken its rows (the decisions may still be on their way)."""
+        sampled = self.actor.counters.rows
+        now = self.clock.tick(rows)
+        await settle(lambda: self.actor.counters.rows > sampled)
+        return now
 
     async def start(self) -> None:
         self.task = asyncio.create_task(self.actor.run())
@@ -343,7 +374,6 @@ def make_harness():
         model_source,
         *,
         tickers=("A",),
-        throttle_ms: int = 0,
         limits: RiskLimits | None = None,
         contract_size: int = 10,
         exchange: FakeExchange | None = None,
@@ -353,20 +383,20 @@ def make_harness():
         books = SharedBookState(tickers)
         records = FakeTradingRecords()
         rows = ZeroRows(books)
+        clock = GridClock()
         config = ActorConfig(
             tickers=tickers,
             contract_size=contract_size,
             limits=limits or RiskLimits(50 * ONE_CONTRACT, 10, 100 * MONEY_SCALE),
-            throttle_ms=throttle_ms,
             reconcile_interval_s=3600,
             reload_interval_s=0.02,
         )
         actor = PaperTradingActor(
             books=books, market_rows=rows, gateway=exchange, markets=exchange, models=model_source,
             records=RecordQueue(TradingRecordWriter(records), capacity=capacity, batch_size=10),
-            clock=SteppingClock(), config=config,
+            clock=clock, config=config, wait_until=clock.wait_until,
         )  # fmt: skip
-        harness = Harness(actor, exchange, books, records, rows)
+        harness = Harness(actor, exchange, books, records, rows, clock)
         harnesses.append(harness)
         return harness
 
@@ -387,10 +417,12 @@ async def test_a_decision_places_one_order_and_the_same_decision_keeps_it(make_h
     h = make_harness(FixedModelSource(trading_model(ScriptedPolicy(always(Action.BUY_YES)))))
     await h.start()
     h.books.apply(snapshot("A", 4000, 5500))
+    await h.tick()
     await settle(lambda: h.actor.counters.decisions == 1)
     assert [(o.side, o.price, o.count) for o in h.exchange.resting("A")] == [(OrderSide.BID, 4000, TEN)]
 
     h.books.apply(snapshot("A", 4000, 5500, depth=200 * ONE_CONTRACT, seq=2))  # same best prices
+    await h.tick()
     await settle(lambda: h.actor.counters.decisions == 2)
     assert len(h.exchange.created) == 1 and h.actor.counters.orders_kept == 1
     await h.stop()
@@ -400,9 +432,11 @@ async def test_a_changed_decision_replaces_the_resting_order(make_harness):
     h = make_harness(FixedModelSource(trading_model(ScriptedPolicy(always(Action.BUY_YES)))))
     await h.start()
     h.books.apply(snapshot("A", 4000, 5500))
+    await h.tick()
     await settle(lambda: len(h.exchange.created) == 1)
     first = h.exchange.created[0]
     h.books.apply(snapshot("A", 4100, 5500, seq=2))  # the best bid moved: a passive buy follows it
+    await h.tick()
     await settle(lambda: len(h.exchange.created) == 2)
     assert h.exchange.cancelled == [first.order_id]
     assert [(o.price, o.count) for o in h.exchange.resting("A")] == [(4100, TEN)]
@@ -417,35 +451,85 @@ async def test_hold_leaves_the_resting_order_alone(make_harness):
     h = make_harness(FixedModelSource(trading_model(ScriptedPolicy(lambda _o: next(choices)))))
     await h.start()
     h.books.apply(snapshot("A", 4000, 5500))
+    await h.tick()
     await settle(lambda: h.actor.counters.decisions == 1)
     h.books.apply(snapshot("A", 4200, 5500, seq=2))
+    await h.tick()
     await settle(lambda: h.actor.counters.decisions == 2)
     assert len(h.exchange.resting("A")) == 1 and h.exchange.cancelled == []
     await h.stop()
 
 
-async def test_decisions_on_one_market_are_throttled_and_updates_coalesced(make_harness):
-    h = make_harness(FixedModelSource(trading_model(ScriptedPolicy(always(Action.HOLD)))), tickers=("A", "B"), throttle_ms=100)
-    await h.start()
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    for seq in range(1, 41):  # 40 updates over ~400 ms on A, one on B
-        h.books.apply(snapshot("A", 4000 + seq, 5500, seq=seq))
-        if seq == 20:
-            h.books.apply(snapshot("B", 3000, 6000))
-        await asyncio.sleep(0.01)
-    elapsed_ms = (loop.time() - started) * 1000
-    await asyncio.sleep(0.15)
-    await h.stop()
-    times = {ticker: [] for ticker in "AB"}
-    episodes = h.records.episodes
+def decision_times(h: Harness) -> dict[str, list[int]]:
+    times: dict[str, list[int]] = {}
     for episode_id, actions in h.records.actions.items():
-        times[episodes[episode_id].market_ticker].extend(a.timestamp_ms for a in actions)
-    a_times = sorted(times["A"])
-    assert len(times["B"]) == 1  # B is not held up by A's throttle
-    assert 2 <= len(a_times) <= elapsed_ms // 100 + 2
-    assert all(later - earlier >= 100 for earlier, later in zip(a_times, a_times[1:]))
-    assert h.actor.counters.coalesced > 0
+        times.setdefault(h.records.episodes[episode_id].market_ticker, []).extend(a.timestamp_ms for a in actions)
+    return {ticker: sorted(stamps) for ticker, stamps in times.items()}
+
+
+async def test_every_market_decides_once_at_every_grid_time_changed_or_quiet(make_harness):
+    policy = ScriptedPolicy(always(Action.HOLD))
+    h = make_harness(FixedModelSource(trading_model(policy)), tickers=("A", "B"))
+    await h.start()
+    h.books.apply(snapshot("B", 3000, 6000))  # B's book never changes again: a quiet market
+    grid = []
+    for row in range(5):
+        for seq in range(1, 11):  # a burst of updates on A between two grid times: one row
+            h.books.apply(snapshot("A", 4000 + seq, 5500, seq=10 * row + seq))
+        grid.append(await h.tick())
+        await settle(lambda: h.actor.counters.decisions == 2 * len(grid))
+    await asyncio.sleep(0.02)
+    assert h.actor.counters.decisions == 10  # once per market and grid time, no more
+    await h.stop()
+    assert decision_times(h) == {"A": grid, "B": grid}
+    assert all(t % STEP_MS == 0 for t in grid)  # the Unix clock's grid, as replay's rows
+    assert h.actor.counters.rows == 5 and h.actor.counters.coalesced == 5 * 9
+    [a_rows] = [h.rows.markets["A"]]
+    assert a_rows.rows == 5 and a_rows.yes_bid == 4010  # each row: the book as of its grid time
+
+
+async def test_a_slow_decision_delays_no_row_and_skips_the_rows_it_missed(make_harness):
+    class SlowExchange(FakeExchange):
+        answer = asyncio.Event()
+
+        async def create_order(self, request):
+            await self.answer.wait()  # the exchange takes its time answering
+            return await super().create_order(request)
+
+    choices = iter([Action.BUY_YES])
+    exchange = SlowExchange()
+    h = make_harness(
+        FixedModelSource(trading_model(ScriptedPolicy(lambda _o: next(choices, Action.HOLD)))), exchange=exchange
+    )
+    await h.start()
+    h.books.apply(snapshot("A", 4000, 5500))
+    first = await h.tick()
+    await settle(lambda: h.actor.counters.decisions == 1)  # its create is out, unanswered
+    for row in range(3):  # three grid times pass while the decision waits
+        h.books.apply(snapshot("A", 4100 + 100 * row, 5500, seq=2 + row))
+        last = await h.tick()
+    market = h.rows.markets["A"]
+    assert market.rows == 4 and market.yes_bid == 4300  # every row on time, from its own book
+    exchange.answer.set()
+    await settle(lambda: h.actor.counters.decisions == 2)
+    await asyncio.sleep(0.02)
+    assert h.actor.counters.decisions == 2 and market.rows == 4
+    await h.stop()
+    assert decision_times(h) == {"A": [first, last]}  # the newest row; none decided twice
+
+
+async def test_a_model_trained_at_another_step_is_refused_at_start_and_at_a_reload(make_harness):
+    other = attrs.evolve(trading_model(ScriptedPolicy(always(Action.HOLD))), step_ms=250)
+    h = make_harness(FixedModelSource(other))
+    with pytest.raises(CadenceMismatch, match="every 250 ms, but the actor's rows are 1000 ms apart"):
+        await h.actor.run()
+    source = MutableModelSource(trading_model(ScriptedPolicy(always(Action.HOLD)), model_id=1))
+    h = make_harness(source)
+    await h.start()
+    source.publish(attrs.evolve(other, model_id=2))
+    await settle(lambda: h.actor.counters.reload_failures == 1)
+    assert h.actor.model.model_id == 1
+    await h.stop()
 
 
 async def test_every_order_sent_has_its_recorded_decision(make_harness):
@@ -455,6 +539,7 @@ async def test_every_order_sent_has_its_recorded_decision(make_harness):
     for seq in range(1, 13):
         h.books.apply(snapshot("A", 4000 + 10 * seq, 5000, seq=seq))
         h.books.apply(snapshot("B", 3000 + 10 * seq, 6000, seq=seq))
+        await h.tick()
         await settle(lambda seq=seq: h.actor.counters.decisions == 2 * seq)
     await h.stop()
     recorded = {a.order_id: a for a in h.records.all_actions() if a.order_id is not None}
@@ -472,6 +557,7 @@ async def test_fills_are_booked_once_and_the_ledger_matches_the_exchange(make_ha
     h = make_harness(FixedModelSource(trading_model(ScriptedPolicy(always(Action.BUY_YES)))))
     await h.start()
     h.books.apply(snapshot("A", 4000, 5500))
+    await h.tick()
     await settle(lambda: len(h.exchange.resting("A")) == 1)
     order = h.exchange.resting("A")[0]
     fill = h.exchange.fill(order.order_id, 4 * ONE_CONTRACT)
@@ -488,6 +574,7 @@ async def test_reconciliation_adopts_the_exchanges_numbers_once_confirmed(make_h
     h = make_harness(FixedModelSource(trading_model(ScriptedPolicy(always(Action.BUY_YES)))))
     await h.start()
     h.books.apply(snapshot("A", 4000, 5500))
+    await h.tick()
     await settle(lambda: len(h.exchange.resting("A")) == 1)
     order = h.exchange.resting("A")[0]
     h.exchange.fill(order.order_id, stream=False)  # the stream never tells the actor
@@ -507,6 +594,7 @@ async def test_a_position_adopted_beyond_the_limit_is_a_breach_that_cancels_and_
     h = make_harness(FixedModelSource(trading_model(ScriptedPolicy(always(Action.BUY_YES)))), tickers=("A", "B"), limits=limits)
     await h.start()
     h.books.apply(snapshot("B", 4000, 5500))
+    await h.tick()
     await settle(lambda: len(h.exchange.resting("B")) == 1)
     # An order placed by hand on the exchange fills beyond the limit.
     manual = await h.exchange.create_order(OrderRequest("A", OrderSide.BID, 4000, 30 * ONE_CONTRACT, "by-hand"))
@@ -517,7 +605,8 @@ async def test_a_position_adopted_beyond_the_limit_is_a_breach_that_cancels_and_
     assert h.actor.status()["status"] == "halted"
     created = len(h.exchange.created)
     h.books.apply(snapshot("B", 4100, 5500, seq=2))
-    await asyncio.sleep(0.05)
+    await h.tick()
+    await asyncio.sleep(0.02)
     assert len(h.exchange.created) == created  # no more orders once halted
     await h.stop()
 
@@ -527,11 +616,13 @@ async def test_a_daily_loss_beyond_the_limit_halts_trading(make_harness):
     h = make_harness(FixedModelSource(trading_model(ScriptedPolicy(always(Action.BUY_YES)))), limits=limits)
     await h.start()
     h.books.apply(snapshot("A", 5000, 4900))  # mark 0.505
+    await h.tick()
     await settle(lambda: len(h.exchange.resting("A")) == 1)
     h.exchange.fill(h.exchange.resting("A")[0].order_id)  # 10 YES at 0.50
     await settle(lambda: h.actor.counters.fills == 1)
     assert h.actor.state is ActorState.RUNNING
     h.books.apply(snapshot("A", 3000, 6900, seq=2))  # mark 0.305: 10 x $0.20 lost
+    await h.tick()
     await settle(lambda: h.actor.state is ActorState.HALTED)
     assert "max_daily_loss" in h.actor.halt_reason
     await settle(lambda: h.exchange.resting() == [])
@@ -543,12 +634,14 @@ async def test_the_kill_switch_cancels_everything_and_stops_trading(make_harness
     await h.start()
     h.books.apply(snapshot("A", 4000, 5500))
     h.books.apply(snapshot("B", 3000, 6500))
+    await h.tick()
     await settle(lambda: len(h.exchange.resting()) == 2)
     result = await h.actor.kill()
     assert result == {"halted": True, "reason": "kill switch", "orders_cancelled": 2}
     assert h.exchange.resting() == [] and h.actor.open_orders() == {}
     h.books.apply(snapshot("A", 4100, 5500, seq=2))
-    await asyncio.sleep(0.05)
+    await h.tick()
+    await asyncio.sleep(0.02)
     assert len(h.exchange.created) == 2
     # Fills still get booked after a halt: the account stays true.
     await h.stop()
@@ -562,11 +655,13 @@ async def test_hot_reload_swaps_the_policy_without_touching_orders(make_harness)
     h = make_harness(source)
     await h.start()
     h.books.apply(snapshot("A", 4000, 5500))
+    await h.tick()
     await settle(lambda: len(h.exchange.resting("A")) == 1)
     source.publish(trading_model(new, model_id=2))
     await settle(lambda: h.actor.counters.reloads == 1)
     assert h.actor.model.model_id == 2
     h.books.apply(snapshot("A", 4200, 5500, seq=2))
+    await h.tick()
     await settle(lambda: len(new.calls) == 1)
     assert len(h.exchange.resting("A")) == 1 and h.exchange.cancelled == []  # the order survived
     assert h.books.is_in_sync("A")
@@ -590,6 +685,7 @@ async def test_a_reload_waits_for_the_decision_in_flight_which_stays_the_old_mod
     h = make_harness(source, exchange=exchange)
     await h.start()
     h.books.apply(snapshot("A", 4000, 5500))
+    await h.tick()
     await settle(lambda: h.actor.counters.decisions == 1)  # chosen; the create is out
     source.publish(trading_model(ScriptedPolicy(always(Action.HOLD)), model_id=2))
     await asyncio.sleep(0.1)  # several reload intervals
@@ -608,14 +704,17 @@ async def test_episodes_split_the_markets_pnl_net_of_fees_without_gap_or_overlap
     h = make_harness(source)
     await h.start()
     h.books.apply(snapshot("A", 4000, 5500))  # bid 0.40, ask 0.45: a passive buy of 10 at 0.40
+    await h.tick()
     await settle(lambda: len(h.exchange.resting("A")) == 1)
     fill = h.exchange.fill(h.exchange.resting("A")[0].order_id, taker=True)  # a fee to account for
     await settle(lambda: h.actor.counters.fills == 1)
     h.books.apply(snapshot("A", 4600, 4800, seq=2))  # mark 0.49
+    await h.tick()
     await settle(lambda: h.actor.counters.decisions == 2)
     source.publish(trading_model(ScriptedPolicy(always(Action.HOLD)), model_id=2))
     await settle(lambda: h.actor.counters.reloads == 1)
     h.books.apply(snapshot("A", 5000, 4600, seq=3))  # mark 0.52, under the new model
+    await h.tick()
     await settle(lambda: h.actor.counters.decisions == 3)
     await h.stop()
 
@@ -664,6 +763,7 @@ async def test_an_illegal_choice_holds(make_harness):
     h = make_harness(FixedModelSource(trading_model(policy)))
     await h.start()
     h.books.apply(snapshot("A", 4000, 5500))
+    await h.tick()
     await settle(lambda: h.actor.counters.decisions == 1)
     assert h.exchange.created == [] and h.actor.counters.illegal_choices == 1
     assert policy.calls[0][1][Action.SELL_YES] == False  # noqa: E712 - numpy bool
@@ -677,6 +777,7 @@ async def test_the_hardcoded_rule_trades_on_imbalance_through_the_same_decoder(m
     await h.start()
     h.rows.imbalance["A"] = 0.5
     h.books.apply(snapshot("A", 4000, 5500))
+    await h.tick()
     await settle(lambda: len(h.exchange.resting("A")) == 1)
     order = h.exchange.resting("A")[0]
     assert (order.side, order.price) == (OrderSide.BID, 4000)
@@ -684,6 +785,7 @@ async def test_the_hardcoded_rule_trades_on_imbalance_through_the_same_decoder(m
     await settle(lambda: h.actor.account.quantity("A") == TEN)
     h.rows.imbalance["A"] = 0.0
     h.books.apply(snapshot("A", 4000, 5500, seq=2))
+    await h.tick()
     await settle(lambda: len(h.exchange.resting("A")) == 1)
     closing = h.exchange.resting("A")[0]
     assert (closing.side, closing.price, closing.count) == (OrderSide.ASK, 4500, TEN)  # sells YES passively
@@ -694,6 +796,7 @@ async def test_status_reports_the_account_and_counters(make_harness):
     h = make_harness(FixedModelSource(trading_model(ScriptedPolicy(always(Action.BUY_YES)))))
     await h.start()
     h.books.apply(snapshot("A", 4000, 5500))
+    await h.tick()
     await settle(lambda: len(h.exchange.resting("A")) == 1)
     status = h.actor.status()
     assert status["status"] == "ok" and status["model_id"] == 7
@@ -726,9 +829,11 @@ async def test_no_decision_is_made_once_a_market_has_closed(make_harness):
     h = make_harness(FixedModelSource(trading_model(ScriptedPolicy(always(Action.BUY_YES)))), exchange=exchange)
     await h.start()
     h.books.apply(snapshot("A", 4000, 5500))
+    await h.tick()
     await settle(lambda: h.actor.counters.markets_closed == 1)
     h.books.apply(snapshot("A", 4000, 5500, seq=2))
-    await asyncio.sleep(0.05)
+    await h.tick()
+    await asyncio.sleep(0.02)
     assert exchange.created == [] and h.actor.counters.decisions == 0
     assert h.actor.status()["closed"] == ["A"]
     await h.stop()
@@ -738,6 +843,7 @@ async def test_a_resolved_market_is_booked_as_a_settlement_not_adopted(make_harn
     h = make_harness(FixedModelSource(trading_model(ScriptedPolicy(always(Action.BUY_YES)))))
     await h.start()
     h.books.apply(snapshot("A", 4000, 5500))
+    await h.tick()
     await settle(lambda: len(h.exchange.resting("A")) == 1)
     h.exchange.fill(h.exchange.resting("A")[0].order_id)
     await settle(lambda: h.actor.counters.fills == 1)
@@ -784,6 +890,7 @@ async def test_an_order_whose_answer_was_lost_is_adopted_and_its_decision_names_
     h.exchange.lose_next_answer = True
     await h.start()
     h.books.apply(snapshot("A", 4000, 5500))
+    await h.tick()
     await settle(lambda: h.actor.counters.orders_unknown == 1)
     placed = h.exchange.resting("A")[0]
     await h.actor.reconcile()
