@@ -336,7 +336,7 @@ class PaperTradingActor:
         rows), a row of every open market from its live book, changed or not; then the decision
         task is told. Never awaits anything but the clock, so a slow exchange delays no row."""
         step = self._rows.step_ms
-        grid = self._clock.now_ms() // step * step
+        grid = self._started_ms // step * step  # the first row: the first grid time after the start
         while True:
             await self._wait_until(grid + step)
             now = self._clock.now_ms() // step * step
