@@ -166,6 +166,19 @@ async def model_source(settings: Settings, container: Any, registry: ModelRegist
 # ---------------------------------------------------------------------------------------------
 # The actor
 # ---------------------------------------------------------------------------------------------
+def check_decision_interval(settings: Settings, model: TradingModel) -> None:
+    """The actor samples and decides on the model's row grid, and on no other:
+    ``RL_ACTOR_THROTTLE_MS`` is 0 ("the model's step") or that step. Another interval would make
+    the features counted in rows (price moves, volatility, trade flow, order age) span other
+    times than in training, so it is refused (:class:`ActorUnavailable`)."""
+    requested = settings.actor_throttle_ms
+    if requested and requested != model.step_ms:
+        raise ActorUnavailable(
+            f"RL_ACTOR_THROTTLE_MS={requested}, but {model.label} was trained deciding every {model.step_ms} ms "
+            f"and is traded on that grid only: set RL_ACTOR_THROTTLE_MS={model.step_ms}, or 0 (the model's step)"
+        )
+
+
 @attrs.frozen
 class ActorParts:
     actor: PaperTradingActor
@@ -204,15 +217,7 @@ async def build_actor(
         record = await registry.active(model_name)
         if record is not None:
             replay = model_settings(record)[1]
-    # The actor samples and decides on the model's row grid, and on no other: RL_ACTOR_THROTTLE_MS
-    # is 0 ("the model's step") or that step; another interval would make the features counted
-    # in rows (price moves, volatility, trade flow, order age) span other times than in training.
-    requested = settings.actor_throttle_ms
-    if requested and requested != first.step_ms:
-        raise ActorUnavailable(
-            f"RL_ACTOR_THROTTLE_MS={requested}, but {first.label} was trained deciding every {first.step_ms} ms "
-            f"and is traded on that grid only: set RL_ACTOR_THROTTLE_MS={first.step_ms}, or 0 (the model's step)"
-        )
+    check_decision_interval(settings, first)
     rows = LiveMarketRows(books, replay=replay)
     actor = PaperTradingActor(
         books=books,

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import attrs
 import httpx
 import pytest
 
 from application.acting import PaperTradingActor
 from application.book_state import SharedBookState
 from entrypoints import cli
-from entrypoints.actor_command import ActorUnavailable, build_actor, hardcoded_model, risk_limits
+from entrypoints.actor_command import (
+    ActorUnavailable,
+    build_actor,
+    check_decision_interval,
+    hardcoded_model,
+    risk_limits,
+)
 from entrypoints.config import ActorStrategy, ConfigError, Settings
 from entrypoints.container import WallClock, build_container
 from entrypoints.serve_command import serving
@@ -101,3 +108,13 @@ async def test_the_service_reports_the_actor_and_its_kill_switch_stops_it(local_
     assert response.status_code == 200 and response.json()["orders_cancelled"] == 2 and killed == [True]
     assert refused.status_code == 409 and "no actor" in refused.json()["error"]
     assert fills == {"count": 1, "fills": booked} and no_fills.status_code == 409
+
+
+async def test_a_decision_interval_other_than_the_models_step_is_refused(fake_registry, tmp_path):
+    await fake_registry.open()
+    settings = Settings(data_dir=tmp_path, actor_enabled=True, actor_strategy=ActorStrategy.HARDCODED)
+    model = attrs.evolve(await hardcoded_model(settings, fake_registry, WallClock()), step_ms=1_000, label="agent v1")
+    for requested in (0, 1_000):  # 0: the model's own step
+        check_decision_interval(attrs.evolve(settings, actor_throttle_ms=requested), model)
+    with pytest.raises(ActorUnavailable, match="RL_ACTOR_THROTTLE_MS=250, but agent v1 was trained deciding every 1000 ms"):
+        check_decision_interval(attrs.evolve(settings, actor_throttle_ms=250), model)
