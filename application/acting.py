@@ -55,8 +55,8 @@ and halts trading -- as does :meth:`PaperTradingActor.kill` (the kill switch). A
 keeps booking fills and reconciling, so its account stays true; it sends no more orders.
 
 **Hot reload.** Every ``reload_interval_s`` the actor asks its :class:`ModelSource` whether a new
-model is there (the registry's change signal); a new one that loads and matches the configured
-contract size replaces the old between two decisions -- books, resting orders and the account
+model is there (the registry's change signal); a new one that loads, matches the configured
+contract size and was trained at the rows' step replaces the old between two decisions -- books, resting orders and the account
 are untouched; each market's episode of the old model is finished and a new one starts.
 """
 

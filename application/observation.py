@@ -7,8 +7,8 @@ the observation, and :class:`domain.features.ObservationBuilder` adds the accoun
 must see exactly that, or the model trades on inputs it never learned from. So
 :class:`LiveMarketObservation` keeps the same rows -- sampled from the live
 :class:`~domain.orderbook.OrderBook` (the one ``application.book_state`` keeps current) with the
-same ``OrderBook.depth`` call replay uses -- for the last ``HISTORY_ROWS`` decisions (all that
-any feature looks back), and hands them to the same two domain functions. The parity test
+same ``OrderBook.depth`` call replay uses -- for the last ``HISTORY_ROWS`` rows (all that any
+feature looks back), and hands them to the same two domain functions. The parity test
 (``tests/application/test_observation_parity.py``) runs one recorded stream through both paths
 and compares every observation and every decoded order.
 
@@ -70,7 +70,7 @@ class LiveMarketObservation:
         self._trades: deque[list[tuple[int, int]]] = deque(maxlen=HISTORY_ROWS)  # (count, taker) per row
         self._pending: list[tuple[int, int]] = []  # trades since the last sample
         self._row: np.ndarray | None = None
-        self.rows = 0  # decisions sampled so far
+        self.rows = 0  # rows sampled so far
         self.yes_bid = self.yes_ask = -1  # the latest row's top of book (-1: none)
         self.mark = ONE_DOLLAR // 2  # before any two-sided row, as replay starts its marks
 
