@@ -14,8 +14,6 @@ actor carries on). :func:`check_account` is asked after anything that changes th
 fill, a reconciliation with the exchange, a new valuation): a limit already passed is a
 :class:`RiskBreach`, and the actor's answer is to cancel every open order and stop trading.
 
-:class:`MarketThrottle` spaces decisions on one market by at least ``interval_ms``
-(``RL_ACTOR_THROTTLE_MS``); it takes the time as an int, so it never reads a clock.
 """
 
 from __future__ import annotations
@@ -116,26 +114,3 @@ class DailyLoss:
             self.day = day
             self.day_start_value = value
         return self.day_start_value - value
-
-
-class MarketThrottle:
-    """At most one decision per market every ``interval_ms`` (0: no throttle)."""
-
-    __slots__ = ("interval_ms", "_last")
-
-    def __init__(self, interval_ms: int) -> None:
-        if isinstance(interval_ms, bool) or not isinstance(interval_ms, int) or interval_ms < 0:
-            raise RiskError(f"throttle interval must be an integer >= 0 of milliseconds, got {interval_ms!r}")
-        self.interval_ms = interval_ms
-        self._last: dict[str, int] = {}
-
-    def wait_ms(self, ticker: str, now_ms: int) -> int:
-        """How long until ``ticker`` may decide again (0: now)."""
-        last = self._last.get(ticker)
-        if last is None:
-            return 0
-        return max(0, last + self.interval_ms - now_ms)
-
-    def record(self, ticker: str, now_ms: int) -> None:
-        """``ticker`` decided at ``now_ms``."""
-        self._last[ticker] = now_ms

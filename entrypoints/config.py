@@ -125,7 +125,7 @@ class Settings:
         default=ActorStrategy.DISABLED, validator=attrs.validators.instance_of(ActorStrategy)
     )
     actor_model_path: Path | None = attrs.field(default=None, validator=_path_or_none)
-    actor_throttle_ms: int = attrs.field(default=250, validator=[_int, _not_negative])
+    actor_throttle_ms: int = attrs.field(default=0, validator=[_int, _not_negative])  # 0: the model's step
     actor_contract_size: int = attrs.field(default=10, validator=[_int, _positive])
     # Risk limits (domain.risk): whole contracts per market, orders open at once, micro-dollars a day.
     actor_max_position: int = attrs.field(default=50, validator=[_int, _positive])
@@ -264,7 +264,7 @@ class _EnvParser:
             "actor_enabled": read("RL_ACTOR_ENABLED", _boolean, False),
             "actor_strategy": read("RL_ACTOR_STRATEGY", _choice(ActorStrategy), ActorStrategy.DISABLED),
             "actor_model_path": read("RL_ACTOR_MODEL_PATH", Path, None),
-            "actor_throttle_ms": read("RL_ACTOR_THROTTLE_MS", _at_least(0, "e.g. 250"), 250),
+            "actor_throttle_ms": read("RL_ACTOR_THROTTLE_MS", _at_least(0, "0 for the model's step, or that step"), 0),
             "actor_contract_size": read("RL_ACTOR_CONTRACT_SIZE", _at_least(1, "e.g. 10"), 10),
             "actor_max_position": read(
                 "RL_ACTOR_MAX_POSITION", _at_least(1, "whole contracts per market, e.g. 50"), 50

@@ -4,7 +4,6 @@ from domain.orders import OrderSide
 from domain.risk import (
     DAY_MS,
     DailyLoss,
-    MarketThrottle,
     RiskError,
     RiskLimits,
     check_account,
@@ -70,22 +69,3 @@ def test_the_daily_loss_is_measured_from_the_first_valuation_of_each_utc_day():
     assert daily.update(day + 20, 101 * MONEY_SCALE) == -1 * MONEY_SCALE
     assert daily.update(day + DAY_MS, 90 * MONEY_SCALE) == 0  # a new day starts from its first value
     assert daily.update(day + DAY_MS + 1, 89 * MONEY_SCALE) == 1 * MONEY_SCALE
-
-
-def test_the_throttle_spaces_decisions_per_market():
-    throttle = MarketThrottle(250)
-    assert throttle.wait_ms("A", 1_000) == 0
-    throttle.record("A", 1_000)
-    assert throttle.wait_ms("A", 1_100) == 150
-    assert throttle.wait_ms("B", 1_100) == 0  # another market is not held up
-    assert throttle.wait_ms("A", 1_250) == 0
-    throttle.record("A", 1_250)
-    assert throttle.wait_ms("A", 1_499) == 1
-
-
-def test_a_zero_throttle_never_waits_and_a_negative_one_is_refused():
-    throttle = MarketThrottle(0)
-    throttle.record("A", 5)
-    assert throttle.wait_ms("A", 5) == 0
-    with pytest.raises(RiskError, match="throttle"):
-        MarketThrottle(-1)

@@ -43,7 +43,7 @@ def test_an_empty_environment_gives_safe_defaults():
     assert settings.actor_enabled is False
     assert settings.actor_strategy is ActorStrategy.DISABLED
     assert settings.actor_model_path is None
-    assert settings.actor_throttle_ms == 250
+    assert settings.actor_throttle_ms == 0  # the model's own step
     assert settings.actor_contract_size == 10
     assert settings.kalshi_env is KalshiEnv.LOCAL
     assert settings.kalshi_rest_url == "http://127.0.0.1:8765/trade-api/v2"
@@ -158,8 +158,8 @@ def test_the_database_password_is_not_shown_in_the_repr():
         ("RL_ORDERBOOK_SAMPLE_RATE", "0", "RL_ORDERBOOK_SAMPLE_RATE='0': must be a positive integer, 1 keeps every delta"),
         ("RL_ACTOR_ENABLED", "maybe", "RL_ACTOR_ENABLED='maybe': must be true or false (also accepted: 1/0, yes/no, on/off)"),
         ("RL_ACTOR_STRATEGY", "greedy", "RL_ACTOR_STRATEGY='greedy': must be one of rl_model or hardcoded or disabled"),
-        ("RL_ACTOR_THROTTLE_MS", "-1", "RL_ACTOR_THROTTLE_MS='-1': must be an integer >= 0, e.g. 250"),
-        ("RL_ACTOR_THROTTLE_MS", "0.5", "RL_ACTOR_THROTTLE_MS='0.5': must be an integer >= 0, e.g. 250"),
+        ("RL_ACTOR_THROTTLE_MS", "-1", "RL_ACTOR_THROTTLE_MS='-1': must be an integer >= 0, 0 for the model's step, or that step"),
+        ("RL_ACTOR_THROTTLE_MS", "0.5", "RL_ACTOR_THROTTLE_MS='0.5': must be an integer >= 0, 0 for the model's step, or that step"),
         ("RL_ACTOR_CONTRACT_SIZE", "0", "RL_ACTOR_CONTRACT_SIZE='0': must be a positive integer, e.g. 10"),
         ("KALSHI_ENV", "staging", "KALSHI_ENV='staging': must be one of local or demo or production"),
         ("KALSHI_LOCAL_PORT", "http", "KALSHI_LOCAL_PORT='http': must be a positive integer, a TCP port such as 8765"),
