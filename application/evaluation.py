@@ -490,6 +490,15 @@ async def evaluate_model(
     tapes = await load_tapes(store, session_ids, config=replay, cache_dir=cache_dir)
     if not tapes:
         raise ValueError(f"sessions {list(session_ids)} hold no replayable market to evaluate on")
+    trained_data = set(record.hyperparameters.get("market_digests", ()))
+    repeated = [tape for tape in tapes if tape.content_digest() in trained_data]
+    if repeated:
+        named = ", ".join(f"{tape.ticker} of session {tape.session_id}" for tape in repeated[:3])
+        raise ValueError(
+            f"model {model_id} was trained on the same market data as {named}"
+            f"{' and more' if len(repeated) > 3 else ''} (recorded again under another id); "
+            "evaluate it on held-out sessions"
+        )
     policy = trainer.load_policy(record.path)
     evaluations = evaluate_against_baselines(
         policy,

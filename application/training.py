@@ -126,6 +126,8 @@ async def train_on_tapes(
         "seed": seed,
         "sessions": list(session_ids),
         "markets": len(tapes),
+        # What the markets held, whatever their session ids: evaluation refuses the same data.
+        "market_digests": sorted({tape.content_digest() for tape in tapes}),
         "eval_sessions": list(eval_session_ids),
         "replay": attrs.asdict(replay),
         **dict(settings or {}),

@@ -27,6 +27,8 @@ holds normalised floats (see :mod:`domain.features`). An episode never spans two
 
 from __future__ import annotations
 
+import hashlib
+
 import attrs
 import numpy as np
 
@@ -106,6 +108,17 @@ class MarketTape:
     @property
     def resolved(self) -> bool:
         return self.result is not None
+
+    def content_digest(self) -> str:
+        """16 hex digits naming the market data itself (its sampled rows and its log), whatever
+        session id it was recorded under: a market recorded twice from the same source -- the
+        synthetic market with one seed -- has one digest, so held-out data can be told apart from
+        training data by content, not by id."""
+        digest = hashlib.sha256(self.ticker.encode())
+        for array in (self.times, self.bid_prices, self.bid_counts, self.log_offsets, self.log_times,
+                      self.log_kinds, self.log_prices, self.log_counts):  # fmt: skip
+            digest.update(np.ascontiguousarray(array).tobytes())
+        return digest.hexdigest()[:16]
 
     def bids(self, row: int, side: int) -> list[tuple[int, int]]:
         """The visible bids of ``side`` at ``row``, best first, as ``(price, count)``."""

@@ -100,6 +100,8 @@ async def test_trains_saves_and_registers_with_what_it_takes_to_repeat_the_run(t
     assert record.hyperparameters["lr"] == 0.1 and record.hyperparameters["sessions"] == [4]
     assert record.hyperparameters["seed"] == 3 and record.hyperparameters["environment"] == {"order_size": 1000}
     assert record.hyperparameters["replay"] == {"step_ms": 1000, "depth_levels": 10}
+    digests = record.hyperparameters["market_digests"]  # what evaluation refuses to call held out
+    assert len(digests) == record.hyperparameters["markets"] and all(len(d) == 16 for d in digests)
     assert record.metrics == {"training": {"timesteps_per_s": 9000.0}} == result.record.metrics
     assert result.markets == 1 and result.steps_per_pass == 3
 

@@ -9,6 +9,7 @@ import pytest
 from dependency_injector import providers
 
 from adapters.storage import SqliteModelRegistry, SqliteOrderbookStore, SqliteTradingRecords
+from application.replay import ReplayConfig, load_tapes
 from domain.events import BookSnapshot, MarketResolved, PublicTrade
 from domain.values import ONE_CONTRACT, Side
 from entrypoints import cli
@@ -132,6 +133,31 @@ async def test_sessions_the_model_was_trained_on_are_refused(settings, container
     assert "cannot evaluate model 1: model 1 was trained on sessions [1]; evaluate it on held-out sessions" in (
         capsys.readouterr().err
     )
+
+
+async def test_the_same_market_data_recorded_again_under_another_id_is_refused(settings, container, model_id, capsys):
+    store, registry = SqliteOrderbookStore(settings.sqlite_path), SqliteModelRegistry(settings.sqlite_path)
+    await store.open()
+    await registry.open()
+    try:
+        (trained,) = await load_tapes(store, [1], config=ReplayConfig(step_ms=1_000))
+        copy = await store.start_session(["TRAIN"], started_ms=50_000, source="test")  # collect run again
+        await store.write_events(copy, spread_market("TRAIN"))
+        await store.end_session(copy, ended_ms=58_000)
+        record = await registry.register(
+            "agent", algorithm="ppo", path=str(settings.models_dir / "agent-v2.zip"), created_ms=2,
+            hyperparameters={"sessions": [1], "market_digests": [trained.content_digest()],
+                             "replay": {"step_ms": 1_000}, "environment": EnvironmentSettings().as_dict()},
+        )  # fmt: skip
+    finally:
+        await store.close()
+        await registry.close()
+    code = await _in_thread(run, ["evaluate", str(record.model_id), "--sessions", str(copy)], settings, container)
+    assert code == 2
+    assert (
+        f"model {record.model_id} was trained on the same market data as TRAIN of session {copy} "
+        "(recorded again under another id); evaluate it on held-out sessions"
+    ) in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("bad", ["0", "1", "1.5", "most"])
