@@ -160,7 +160,7 @@ class ModelRecord:
     name: str
     version: int
     algorithm: str
-    status: str  # training | active | retired | failed
+    status: str  # training | trained | active | retired | failed (MODEL_STATUSES)
     path: str
     created_ms: int
     hyperparameters: Mapping[str, Any] = attrs.field(factory=dict)
@@ -177,10 +177,13 @@ class ModelRecord:
         return training_chart_for(self.path)
 
 
-MODEL_STATUSES = ("training", "active", "retired", "failed")
-# What retention may delete: versions no one uses. A version still "training" may be a run in
-# progress, so only its owner (marking it failed) can make it prunable.
-PRUNABLE_STATUSES = ("retired", "failed")
+# A version's life: "training" while its run goes on (a run whose process died stays so: its
+# age tells); "failed" if the run raised; "trained" once it finished and was saved; "retired" once
+# judged -- it failed its held-out evaluation, or another version took its place as "active".
+MODEL_STATUSES = ("training", "trained", "active", "retired", "failed")
+# What retention may delete: finished versions no one uses. A version still "training" may be a
+# run in progress, so only its owner (marking it trained or failed) can make it prunable.
+PRUNABLE_STATUSES = ("trained", "retired", "failed")
 
 
 def checkpoint_dir_for(model_path: str) -> str:
@@ -203,9 +206,13 @@ class ModelNotFound(LookupError):
 class ModelRegistry(Protocol):
     """Versions of trained models: metadata in a store, weights as files on disk.
 
-    A version's life: registered ``training`` -> ``failed`` if the run dies, else kept; made
-    ``active`` by a promotion (at most one active version per name: the previous one becomes
-    ``retired``); pruned (deleted with its files) once enough newer retired versions exist.
+    A version's life: registered ``training`` -> ``failed`` if the run raises, ``trained`` when
+    it finishes; made ``active`` by a promotion (at most one active version per name: the
+    previous one becomes ``retired``), or ``retired`` by a held-out evaluation it failed; pruned
+    (deleted with its files) once enough newer ``trained``/``retired``/``failed`` versions exist.
+    The registry records any of these; the rule that only a version that passed its held-out
+    evaluation may become active is the application's (``application.evaluation``
+    ``promote_evaluated``), which every promotion goes through.
     """
 
     async def register(
@@ -226,7 +233,9 @@ class ModelRegistry(Protocol):
     ) -> ModelRecord: ...
 
     async def promote(self, model_id: int) -> ModelRecord:
-        """Makes this version the active one of its name; the previous active one retires."""
+        """Makes this version the active one of its name; the previous active one retires.
+        Refuses only a ``failed`` version: callers promote through
+        ``application.evaluation.promote_evaluated``, which checks the held-out evaluation."""
         ...
 
     async def get(self, model_id: int) -> ModelRecord: ...
@@ -244,8 +253,8 @@ class ModelRegistry(Protocol):
     async def prune(self, *, keep: int, name: str | None = None) -> list[ModelRecord]:
         """Retention: of each name's (or only ``name``'s) versions in :data:`PRUNABLE_STATUSES`,
         keeps the ``keep`` newest and deletes the others, rows and files (the model file and
-        its checkpoint directory); returns the deleted versions. Never touches an active or
-        training version."""
+        its checkpoint directory); returns the deleted versions. Never touches an active
+        version or one still training."""
         ...
 
 

@@ -71,7 +71,7 @@ async def test_concurrent_registrations_of_one_name_get_distinct_versions(storag
 async def test_an_unknown_status_is_refused_and_nothing_is_registered(storage):
     registry = await storage.open_registry()
 
-    with pytest.raises(ValueError, match="status must be one of training, active, retired, failed; got 'deployed'"):
+    with pytest.raises(ValueError, match="status must be one of training, trained, active, retired, failed; got 'deployed'"):
         await register(registry, status="deployed")
     assert await registry.list_models() == []
 
@@ -143,6 +143,16 @@ async def test_a_failed_model_cannot_be_promoted(storage):
     with pytest.raises(ValueError, match="failed; refusing to make it active"):
         await registry.promote(failed.model_id)
     assert await registry.active("ppo-book") == active
+
+
+async def test_a_finished_run_is_trained_and_still_promotable(storage):
+    registry = await storage.open_registry()
+    running, finished = await register(registry, created_ms=1), await register(registry, created_ms=2)
+
+    assert (await registry.update(finished.model_id, status="trained", metrics={"training": {}})).status == "trained"
+    assert [m.status for m in await registry.list_models("ppo-book")] == ["training", "trained"]
+    assert (await registry.promote(finished.model_id)).status == "active"
+    assert (await registry.get(running.model_id)).status == "training"
 
 
 async def test_update_sets_status_and_metrics(storage):
@@ -271,11 +281,11 @@ async def registered_with_files(registry, tmp_path, name, status, created_ms):
     return record
 
 
-async def test_prune_keeps_the_newest_retired_or_failed_versions_of_each_name_and_deletes_the_rest(
+async def test_prune_keeps_the_newest_trained_retired_or_failed_versions_of_each_name_and_deletes_the_rest(
     storage, tmp_path
 ):
     registry = await storage.open_registry()
-    statuses = ["retired", "failed", "training", "retired", "retired", "active", "failed"]  # versions 1..7
+    statuses = ["retired", "trained", "training", "failed", "retired", "active", "trained"]  # versions 1..7
     book = [await registered_with_files(registry, tmp_path, "book", s, ms) for ms, s in enumerate(statuses)]
     other = [await registered_with_files(registry, tmp_path, "other", "retired", 100 + ms) for ms in range(2)]
     generation = await registry.active_generation("book")
@@ -301,17 +311,17 @@ async def test_prune_one_name_to_zero_keeps_its_active_and_training_versions_and
     storage, tmp_path
 ):
     registry = await storage.open_registry()
-    for ms, status in enumerate(["active", "training", "retired", "failed"]):
+    for ms, status in enumerate(["active", "training", "retired", "failed", "trained"]):
         await registered_with_files(registry, tmp_path, "book", status, ms)
     await registered_with_files(registry, tmp_path, "other", "retired", 10)
 
     deleted = await registry.prune(keep=0, name="book")
 
-    assert [(m.name, m.version) for m in deleted] == [("book", 3), ("book", 4)]
+    assert [(m.name, m.version) for m in deleted] == [("book", 3), ("book", 4), ("book", 5)]
     assert [(m.version, m.status) for m in await registry.list_models("book")] == [(1, "active"), (2, "training")]
     assert len(await registry.list_models("other")) == 1
     # The numbers of pruned versions are never handed out again.
-    assert (await register(registry, "book", created_ms=20)).version == 5
+    assert (await register(registry, "book", created_ms=20)).version == 6
     assert await registry.prune(keep=0, name="book") == []
 
 
@@ -324,3 +334,25 @@ async def test_prune_tolerates_files_already_gone_and_refuses_a_negative_keep(st
     assert len(await registry.list_models()) == 1
     assert len(await registry.prune(keep=0)) == 1
     assert await registry.list_models() == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema version 5: finished runs are "trained"
+# ---------------------------------------------------------------------------------------------
+async def test_the_migration_marks_finished_runs_left_training_by_older_code_as_trained(storage, monkeypatch):
+    from adapters.storage.migrations import runner
+
+    pending = runner.pending_migrations
+    monkeypatch.setattr(runner, "pending_migrations", lambda backend, applied: pending(backend, applied)[:4])
+    old = await storage.open_registry()  # schema version 4: no "trained" yet
+    finished, running, retired = [await register(old, created_ms=ms) for ms in (1, 2, 3)]
+    await old.update(finished.model_id, metrics={"training": {"timesteps": 64}})  # the run ended
+    await old.update(retired.model_id, status="retired", metrics={"training": {"timesteps": 64}})
+    await old.close()
+    monkeypatch.setattr(runner, "pending_migrations", pending)
+
+    registry = await storage.open_registry()  # applies version 5
+
+    assert [m.status for m in await registry.list_models("ppo-book")] == ["trained", "training", "retired"]
+    assert (await registry.update(running.model_id, status="trained")).status == "trained"
+    assert [m.version for m in await registry.prune(keep=2)] == [1]  # 2 and 3 are the newest two
