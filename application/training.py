@@ -1,7 +1,10 @@
 """Training an agent on recorded sessions, and registering the model it produced.
 
 The model is registered before training starts (status ``training``), so a run that dies is
-visible in the registry; it is marked ``failed`` if training raises. Weights are saved under
+visible in the registry; it is marked ``failed`` if training raises, ``trained`` once the model
+is saved (a version still ``training`` is a run in progress, or one whose process died; it is
+never active before a held-out evaluation passes, :func:`application.evaluation.promote_evaluated`).
+Weights are saved under
 ``models_dir`` as one file per version, its periodic checkpoints in the directory beside it
 (:func:`~domain.ports.checkpoint_dir_for`). What the registry keeps as hyperparameters is enough
 to repeat the run: the trainer's settings, the sessions, the replay settings and the seed; what
@@ -66,8 +69,9 @@ async def train_agent(
 
     ``settings`` (e.g. the environment's order size and fees) are stored with the
     hyperparameters: whatever the model needs to be used as it was trained. The markets of
-    ``eval_session_ids`` are what periodic evaluation plays (held out: the trainer refuses to evaluate
-    on the training markets).
+    ``eval_session_ids`` are what periodic evaluation plays: held out, by id and by content (the
+    same market data recorded again under another id is refused), and only with the trainer's
+    ``eval_every`` set (the trainer refuses one without the other).
     """
     if not session_ids:
         raise NothingToTrainOn("no sessions given to train on")
@@ -116,6 +120,14 @@ async def train_on_tapes(
     eval_session_ids: Sequence[int] = (),
 ) -> TrainingResult:
     """:func:`train_agent` for tapes already loaded."""
+    trained_on = {tape.content_digest() for tape in tapes}
+    repeated = [tape for tape in eval_tapes if tape.content_digest() in trained_on]
+    if repeated:
+        named = ", ".join(f"{tape.ticker} of session {tape.session_id}" for tape in repeated[:3])
+        raise ValueError(
+            f"the evaluation sessions hold the same market data as the training sessions ({named}"
+            f"{' and more' if len(repeated) > 3 else ''}): periodic evaluation needs held-out data"
+        )
     created_ms = clock.now_ms()
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -127,7 +139,7 @@ async def train_on_tapes(
         "sessions": list(session_ids),
         "markets": len(tapes),
         # What the markets held, whatever their session ids: evaluation refuses the same data.
-        "market_digests": sorted({tape.content_digest() for tape in tapes}),
+        "market_digests": sorted(trained_on),
         "eval_sessions": list(eval_session_ids),
         "replay": attrs.asdict(replay),
         **dict(settings or {}),
@@ -151,7 +163,10 @@ async def train_on_tapes(
     except BaseException:
         await registry.update(record.model_id, status="failed")
         raise
-    record = await registry.update(record.model_id, metrics={**dict(record.metrics), "training": dict(agent.metrics)})
+    # Finished: no longer a run in progress (retention may let it go once it is old enough).
+    record = await registry.update(
+        record.model_id, status="trained", metrics={**dict(record.metrics), "training": dict(agent.metrics)}
+    )
     chart = None
     if agent.metrics.get("training_curve") or agent.metrics.get("evaluations"):
         chart = await asyncio.to_thread(
@@ -169,7 +184,7 @@ async def train_on_tapes(
 
 def write_training_chart(metrics: Mapping[str, Any], path: Path, *, title: str) -> Path:
     """The training curve as a PNG: mean episode reward per rollout (``training_curve``) and,
-    when the run evaluated periodically, the held-out evaluations (``evaluations``)."""
+    when the run evaluated periodically, its evaluations on held-out tapes (``evaluations``)."""
     path = Path(path)
     with line_chart(path, title=f"Training curve, {title}", xlabel="timesteps", ylabel="mean episode reward") as axes:
         curve = metrics.get("training_curve") or ()
@@ -186,7 +201,7 @@ def write_training_chart(metrics: Mapping[str, Any], path: Path, *, title: str) 
                 [point["timesteps"] for point in evaluations],
                 [point["mean_reward"] for point in evaluations],
                 marker="o",
-                label="evaluation (deterministic)",
+                label="held-out evaluation (deterministic)",
                 linewidth=1.2,
             )
     return path

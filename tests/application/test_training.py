@@ -63,9 +63,9 @@ class FakeTrainer:
         raise NotImplementedError
 
 
-def tapes():
-    events = [BookSnapshot("T", 1, 0, yes=((4500, 100),), no=((5300, 100),)), MarketResolved("T", 3000, Side.NO)]
-    return [compile_market(events, ticker="T", session_id=4, config=ReplayConfig())]
+def tapes(*, session_id=4, yes_bid=4500):
+    events = [BookSnapshot("T", 1, 0, yes=((yes_bid, 100),), no=((5300, 100),)), MarketResolved("T", 3000, Side.NO)]
+    return [compile_market(events, ticker="T", session_id=session_id, config=ReplayConfig())]
 
 
 def test_the_fake_trainer_is_an_agent_trainer():
@@ -96,7 +96,7 @@ async def test_trains_saves_and_registers_with_what_it_takes_to_repeat_the_run(t
     assert result.path.read_text() == "weights"
     assert result.path.parent == tmp_path / "models"
     record = registry.records[result.record.model_id]
-    assert (record.algorithm, record.status, record.path) == ("fake", "training", str(result.path))
+    assert (record.algorithm, record.status, record.path) == ("fake", "trained", str(result.path))  # finished
     assert record.hyperparameters["lr"] == 0.1 and record.hyperparameters["sessions"] == [4]
     assert record.hyperparameters["seed"] == 3 and record.hyperparameters["environment"] == {"order_size": 1000}
     assert record.hyperparameters["replay"] == {"step_ms": 1000, "depth_levels": 10}
@@ -129,7 +129,7 @@ async def test_the_training_curve_is_drawn_beside_the_model_file(tmp_path):
 
 async def test_held_out_tapes_go_to_the_trainer_for_periodic_evaluation(tmp_path):
     trainer = FakeTrainer()
-    held_out = tapes()
+    held_out = tapes(session_id=5, yes_bid=4400)
     await train_on_tapes(
         tapes(),
         registry=FakeRegistry(),
@@ -145,6 +145,18 @@ async def test_held_out_tapes_go_to_the_trainer_for_periodic_evaluation(tmp_path
         eval_session_ids=[5],
     )
     assert trainer.run["eval_tapes"] == held_out
+
+
+async def test_evaluation_tapes_holding_the_training_data_under_another_id_are_refused(tmp_path):
+    registry, trainer = FakeRegistry(), FakeTrainer()
+    with pytest.raises(ValueError, match=r"the evaluation sessions hold the same market data as the training "
+                                         r"sessions \(T of session 5\): periodic evaluation needs held-out data"):
+        await train_on_tapes(
+            tapes(), registry=registry, trainer=trainer, clock=FakeClock(), session_ids=[4], name="m",
+            total_timesteps=10, seed=0, models_dir=tmp_path, replay=ReplayConfig(),
+            eval_tapes=tapes(session_id=5), eval_session_ids=[5],
+        )  # fmt: skip
+    assert registry.records == {} and trainer.calls == []  # refused before anything is registered
 
 
 async def test_a_failed_training_is_marked_failed_in_the_registry(tmp_path):
