@@ -24,11 +24,12 @@ from application.evaluation import (
     EvaluationEnvironment,
     PolicyEvaluation,
     PromotionDecision,
+    check_held_out,
     decide_promotion,
     evaluate_against_baselines,
     format_table,
-    promote_evaluated,
     record_episodes,
+    record_verdict,
     write_equity_chart,
 )
 from application.recording import record_session
@@ -200,6 +201,7 @@ async def run_demo(
     if training.chart is not None:
         say(f"Training curve: {training.chart}")
 
+    check_held_out(training.record, held_ids, held_tapes)  # what evaluate would refuse, the demo refuses
     # The model is evaluated as saved: loading it back proves the file is usable.
     model_policy = trainer.load_policy(str(training.path))
     model_label = f"{training.record.algorithm} v{training.record.version}"
@@ -225,12 +227,8 @@ async def run_demo(
         "promotion": list(decision.reasons),
         "trading_episodes": list(episode_ids),
     }
-    record = await registry.update(training.record.model_id, metrics=metrics)
     # Never active unless it earned it; a model that lost is kept on file but retired.
-    if promoted:
-        record = await promote_evaluated(registry, record.model_id)
-    else:
-        record = await registry.update(record.model_id, status="retired")
+    record, _ = await record_verdict(registry, training.record.model_id, metrics, passed=promoted, promote=True)
 
     table = format_table(evaluations, markets=len(held_tapes))
     say(table)

@@ -22,6 +22,13 @@ results into the model's metrics, and the model is promoted when asked and the r
 Every promotion -- ``evaluate --promote``, ``models promote``, the demo -- goes through
 :func:`promote_evaluated`, which refuses a version whose recorded held-out evaluation did not
 pass the rule (or that has none): the registry itself would promote anything but a failed run.
+Every verdict goes through :func:`record_verdict`: a finished run (``trained``) that fails is
+``retired``, so retention may let it go.
+
+Held out means by id and by content: a model's record must say what it was trained on (its
+``sessions`` and the ``market_digests`` of their markets, :meth:`MarketTape.content_digest`),
+and evaluation refuses a session it was trained on, or one holding the same market data under
+another id (the same synthetic seed collected twice) -- :func:`check_held_out`.
 
 What evaluation reads from an environment, beyond :class:`~domain.ports.TradingEnvironment`:
 its ``decoder`` (to name the actions and decode each decision into the order it placed), the
@@ -78,8 +85,10 @@ __all__ = [
     "decide_promotion",
     "beats",
     "evaluate_model",
+    "check_held_out",
     "held_out_verdict",
     "promote_evaluated",
+    "record_verdict",
     "PromotionRefused",
     "record_episodes",
     "format_table",
@@ -416,7 +425,8 @@ class PromotionRefused(ValueError):
 def held_out_verdict(record: ModelRecord) -> tuple[bool, tuple[str, ...]] | None:
     """The promotion rule's verdict on ``record``'s recorded held-out evaluation -- (passed, one
     reason per condition) -- or None if it was never evaluated. ``evaluate`` records it under
-    ``evaluation``; the demo, which evaluates the model it has just trained, at the top level."""
+    ``evaluation`` (the latest one); the demo, which evaluates the model it has just trained, at
+    the top level."""
     for results in (record.metrics.get("evaluation"), record.metrics):
         if isinstance(results, Mapping) and isinstance(results.get("beat_baselines"), bool):
             return results["beat_baselines"], tuple(results.get("promotion", ()))
@@ -424,11 +434,14 @@ def held_out_verdict(record: ModelRecord) -> tuple[bool, tuple[str, ...]] | None
 
 
 async def promote_evaluated(registry: ModelRegistry, model_id: int) -> ModelRecord:
-    """Make ``model_id`` the active version of its name, if its held-out evaluation passed the
-    promotion rule (a retired version that passed may come back: a rollback); otherwise
-    :class:`PromotionRefused`, saying why."""
+    """Make ``model_id`` the active version of its name, if its run finished and its held-out
+    evaluation passed the promotion rule (a retired version that passed may come back: a
+    rollback); otherwise :class:`PromotionRefused`, saying why and what to run."""
     record = await registry.get(model_id)
     label = f"model {model_id} ({record.name} v{record.version})"
+    if record.status in ("training", "failed"):
+        what = "its training run has not finished" if record.status == "training" else "its training run failed"
+        raise PromotionRefused(f"{label} is {record.status} ({what}), so it cannot be promoted")
     verdict = held_out_verdict(record)
     if verdict is None:
         raise PromotionRefused(
@@ -443,6 +456,53 @@ async def promote_evaluated(registry: ModelRegistry, model_id: int) -> ModelReco
             + "".join(f"\n  {reason}" for reason in failed)
         )
     return await registry.promote(model_id)
+
+
+async def record_verdict(
+    registry: ModelRegistry, model_id: int, metrics: Mapping[str, Any], *, passed: bool, promote: bool
+) -> tuple[ModelRecord, bool]:
+    """Store ``metrics`` (holding the held-out evaluation and the rule's verdict, ``passed``) and
+    move the version on: with ``promote``, a passing version becomes active
+    (:func:`promote_evaluated`); a finished run (``trained``) that failed is retired -- judged and
+    rejected, so retention (``models prune``) can let it go. An active version that fails on new
+    sessions stays active (taking it down is the operator's call); a passing version not promoted
+    stays as it is (``models promote`` may promote it later). Returns the record and whether it
+    was promoted now."""
+    record = await registry.update(model_id, metrics=metrics)
+    if passed and promote and record.status != "active":
+        return await promote_evaluated(registry, model_id), True
+    if not passed and record.status == "trained":
+        return await registry.update(model_id, status="retired"), False
+    return record, False
+
+
+def check_held_out(record: ModelRecord, session_ids: Sequence[int], tapes: Sequence[MarketTape] = ()) -> None:
+    """Refuse (``ValueError``) to call ``session_ids`` -- and, once loaded, their ``tapes`` --
+    held out for ``record``: if its record does not say what it was trained on, if it was trained
+    on one of them, or if one holds market data it was trained on (the same data recorded again
+    under another id)."""
+    label = f"model {record.model_id} ({record.name} v{record.version})"
+    sessions = record.hyperparameters.get("sessions")
+    digests = record.hyperparameters.get("market_digests")
+    missing = [key for key, value in (("sessions", sessions), ("market_digests", digests)) if not isinstance(value, list)]
+    if missing:
+        raise ValueError(
+            f"{label} does not say what it was trained on (its hyperparameters have no "
+            f"{' or '.join(repr(key) for key in missing)}), so no session can be shown to be held out from it; "
+            "retrain it with `kalshiflow-rl train` to evaluate it"
+        )
+    trained_on = sorted(set(sessions) & set(session_ids))
+    if trained_on:
+        raise ValueError(f"{label} was trained on sessions {trained_on}; evaluate it on held-out sessions")
+    trained_data = set(digests)
+    repeated = [tape for tape in tapes if tape.content_digest() in trained_data]
+    if repeated:
+        named = ", ".join(f"{tape.ticker} of session {tape.session_id}" for tape in repeated[:3])
+        raise ValueError(
+            f"{label} was trained on the same market data as {named}"
+            f"{' and more' if len(repeated) > 3 else ''} (recorded again under another id); "
+            "evaluate it on held-out sessions"
+        )
 
 
 @attrs.frozen
@@ -479,26 +539,16 @@ async def evaluate_model(
     The sessions are replayed with the settings the model was trained with, and must not be
     sessions it was trained on. The model's episodes and actions go into ``records`` (mode
     ``evaluation``); the comparison into its metrics. With ``promote``, a model that passes the
-    promotion rule becomes the active version of its name; a finished run (``training``) that
-    fails it is retired.
+    promotion rule becomes the active version of its name; a finished run (``trained``) that
+    fails it is retired (:func:`record_verdict`).
     """
     record = await registry.get(model_id)
-    trained_on = sorted(set(record.hyperparameters.get("sessions", ())) & set(session_ids))
-    if trained_on:
-        raise ValueError(f"model {model_id} was trained on sessions {trained_on}; evaluate it on held-out sessions")
+    check_held_out(record, session_ids)  # by id, before anything is loaded
     replay = ReplayConfig(**record.hyperparameters.get("replay", {}))
     tapes = await load_tapes(store, session_ids, config=replay, cache_dir=cache_dir)
     if not tapes:
         raise ValueError(f"sessions {list(session_ids)} hold no replayable market to evaluate on")
-    trained_data = set(record.hyperparameters.get("market_digests", ()))
-    repeated = [tape for tape in tapes if tape.content_digest() in trained_data]
-    if repeated:
-        named = ", ".join(f"{tape.ticker} of session {tape.session_id}" for tape in repeated[:3])
-        raise ValueError(
-            f"model {model_id} was trained on the same market data as {named}"
-            f"{' and more' if len(repeated) > 3 else ''} (recorded again under another id); "
-            "evaluate it on held-out sessions"
-        )
+    check_held_out(record, session_ids, tapes)  # by content
     policy = trainer.load_policy(record.path)
     evaluations = evaluate_against_baselines(
         policy,
@@ -524,14 +574,7 @@ async def evaluate_model(
             "policies": {evaluation.name: evaluation.metrics(collapse_threshold) for evaluation in evaluations},
         },
     }
-    record = await registry.update(model_id, metrics=metrics)
-    promoted = promote and decision.promoted and record.status != "active"
-    if promoted:
-        record = await promote_evaluated(registry, model_id)
-    elif not decision.promoted and record.status == "training":
-        # Judged and rejected: retired, so retention (``models prune``) can let it go. An active
-        # version that fails on new sessions stays active: taking it down is the operator's call.
-        record = await registry.update(model_id, status="retired")
+    record, promoted = await record_verdict(registry, model_id, metrics, passed=decision.promoted, promote=promote)
     return ModelEvaluation(record, evaluations, decision, promoted, len(tapes), episode_ids)
 
 

@@ -3,7 +3,8 @@
 Prints the comparison table and the promotion decision with its reasons, writes the equity
 curves as a PNG (and prints its path), records the model's episodes and actions in the trading
 records, stores the comparison as the model's metrics, and with ``--promote`` makes the model
-active when it passes the promotion rule (:mod:`application.evaluation`).
+active when it passes the promotion rule (:mod:`application.evaluation`); a finished run
+(``trained``) that fails it is retired.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
             "fill rates, action histograms, entropy and collapse flags, write the equity curves to a PNG, "
             "record the model's episodes and actions, and store the comparison as the model's metrics. "
             "A model passes when its policy has not collapsed and its mean episode return beats every "
-            "baseline's; --promote then makes it the active version."
+            "baseline's; --promote then makes it the active version. A finished run (status trained) that "
+            "fails is retired, so `models prune` may delete it."
         ),
     )
     parser.add_argument("model_id", type=int, metavar="MODEL_ID", help="model id, from `models list`")
@@ -82,8 +84,13 @@ async def evaluate_model_command(args: argparse.Namespace, settings: Settings, c
     print(result.decision.explain(label))
     if result.promoted:
         print(f"{label} is now the active version of {record.name}.")
+    elif result.decision.promoted and result.model.status == "active":
+        print(f"{label} passed and stays the active version of {record.name}.")
     elif result.decision.promoted:
-        print(f"{label} passed; it is {result.model.status} (pass --promote to make it active).")
+        print(
+            f"{label} passed; it is {result.model.status} (`kalshiflow-rl models promote {record.model_id}` "
+            "makes it active, as --promote would have)."
+        )
     elif result.model.status == "retired":
         print(f"{label} is retired: it failed the rule (`models prune` may delete it).")
     else:

@@ -18,7 +18,7 @@ from application.evaluation import (
     format_table,
     write_equity_chart,
 )
-from application.replay import ReplayConfig, compile_market
+from application.replay import ReplayConfig, compile_market, load_tapes
 from domain.actions import ActionConfig, ActionDecoder, PricingStrategy
 from domain.events import BookSnapshot, MarketResolved, PublicTrade
 from domain.fees import FeeSchedule
@@ -375,7 +375,7 @@ class OneModelRegistry:
         return self.record
 
     async def update(self, model_id, *, status=None, metrics=None):
-        self.record = attrs.evolve(self.record, metrics=metrics)
+        self.record = attrs.evolve(self.record, status=status or self.record.status, metrics=metrics or self.record.metrics)
         return self.record
 
     async def promote(self, model_id):
@@ -417,8 +417,8 @@ class LoadsABuyer:
 
 
 def a_record(**changes):
-    hyperparameters = {"replay": {"step_ms": 2000, "depth_levels": 4}, "sessions": [1, 2]}
-    return attrs.evolve(ModelRecord(3, "m", 2, "fake", "retired", "/models/m.zip", 0, hyperparameters, {"old": 1}), **changes)
+    hyperparameters = {"replay": {"step_ms": 2000, "depth_levels": 4}, "sessions": [1, 2], "market_digests": ["0" * 16]}
+    return attrs.evolve(ModelRecord(3, "m", 2, "fake", "trained", "/models/m.zip", 0, hyperparameters, {"old": 1}), **changes)
 
 
 async def run_evaluate_model(registry, records, **kwargs):
@@ -461,7 +461,7 @@ async def test_evaluate_model_replays_with_the_training_settings_records_and_sto
     # are orders 3 times in 4: it is not promoted.
     assert result.evaluations[0].total_return == pytest.approx(5.0)
     assert not result.beat_baselines and not result.promoted
-    assert registry.record.status == "retired" and registry.promoted == []
+    assert registry.record.status == "retired" and registry.promoted == []  # a finished run, judged and rejected
     evaluation = result.model.metrics["evaluation"]
     assert result.model.metrics["old"] == 1 and evaluation["sessions"] == [9]
     assert evaluation["policies"]["fake v2"]["total_return"] == pytest.approx(5.0)
@@ -496,16 +496,51 @@ async def test_a_winning_model_is_promoted_only_when_asked_and_only_if_not_colla
         registry, FakeTradingRecords(), trainer=LoadsAnAlwaysBuyer(), collapse_threshold=1.0
     )
     assert result.beat_baselines and not result.promoted and registry.promoted == []
+    assert result.model.status == "trained"  # passed: `models promote` may promote it later
     result, _ = await run_evaluate_model(
         registry, FakeTradingRecords(), trainer=LoadsAnAlwaysBuyer(), collapse_threshold=1.0, promote=True
     )
     assert result.promoted and registry.promoted == [3] and result.model.status == "active"
 
 
+async def test_an_active_version_that_fails_on_new_sessions_stays_active():
+    registry = OneModelRegistry(a_record(status="active"))
+    result, _ = await run_evaluate_model(registry, FakeTradingRecords(), promote=True)
+    assert not result.beat_baselines and result.model.status == "active" and registry.promoted == []
+
+
 async def test_sessions_the_model_was_trained_on_are_refused():
-    registry = OneModelRegistry(a_record(hyperparameters={"sessions": [9]}))
-    with pytest.raises(ValueError, match=r"model 3 was trained on sessions \[9\]; evaluate it on held-out sessions"):
+    registry = OneModelRegistry(a_record(hyperparameters={"sessions": [9], "market_digests": []}))
+    with pytest.raises(ValueError, match=r"model 3 \(m v2\) was trained on sessions \[9\]; evaluate it on held-out"):
         await run_evaluate_model(registry, FakeTradingRecords())
+
+
+async def test_the_same_market_data_under_another_session_id_is_refused():
+    (tape,) = await load_tapes(OneMarketStore(), [1], config=ReplayConfig(step_ms=2000, depth_levels=4))
+    registry = OneModelRegistry(a_record(hyperparameters={**a_record().hyperparameters, "market_digests": [tape.content_digest()]}))
+    with pytest.raises(ValueError, match=r"model 3 \(m v2\) was trained on the same market data as T of session 9 "
+                                         r"\(recorded again under another id\)"):
+        await run_evaluate_model(registry, FakeTradingRecords())
+    assert registry.record.metrics == {"old": 1}  # nothing recorded
+
+
+@pytest.mark.parametrize(
+    ("hyperparameters", "missing"),
+    [
+        ({"replay": {}}, "'sessions' or 'market_digests'"),
+        ({"replay": {}, "sessions": [1]}, "'market_digests'"),
+        ({"replay": {}, "market_digests": []}, "'sessions'"),
+    ],
+)
+async def test_a_record_that_does_not_say_what_it_was_trained_on_is_refused(hyperparameters, missing):
+    registry, trainer = OneModelRegistry(a_record(hyperparameters=hyperparameters)), LoadsABuyer()
+    with pytest.raises(ValueError) as refused:
+        await run_evaluate_model(registry, FakeTradingRecords(), trainer=trainer)
+    assert str(refused.value) == (
+        f"model 3 (m v2) does not say what it was trained on (its hyperparameters have no {missing}), so no "
+        "session can be shown to be held out from it; retrain it with `kalshiflow-rl train` to evaluate it"
+    )
+    assert trainer.loaded == [] and registry.record.metrics == {"old": 1}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,15 +556,21 @@ async def test_promotion_needs_a_passing_held_out_evaluation_and_allows_a_rollba
         register = dict(algorithm="PPO", path="m.zip", created_ms=0, hyperparameters={})
         first = await registry.register("book", **register)
         second = await registry.register("book", **register)
+        won = {"beat_baselines": True, "promotion": ["[ok] collapse", "[ok] mean episode return > random"]}
+        await registry.update(first.model_id, metrics={"evaluation": won})
+        with pytest.raises(PromotionRefused, match=r"model 1 \(book v1\) is training \(its training run has not "
+                                                   r"finished\), so it cannot be promoted"):
+            await promote_evaluated(registry, first.model_id)  # even with a passing evaluation on record
+        for record in (first, second):
+            await registry.update(record.model_id, status="trained", metrics={})
         with pytest.raises(PromotionRefused, match="has no held-out evaluation"):
-            await promote_evaluated(registry, first.model_id)  # still training: nothing on record
+            await promote_evaluated(registry, first.model_id)  # trained, nothing on record
         lost = {"beat_baselines": False, "promotion": ["[ok] collapse", "[FAIL] mean episode return <= random"]}
         await registry.update(first.model_id, metrics={"evaluation": lost})
         with pytest.raises(PromotionRefused, match=r"failed its held-out evaluation.*\n  \[FAIL\] mean episode"):
             await promote_evaluated(registry, first.model_id)
-        assert (await registry.get(first.model_id)).status == "training"
+        assert (await registry.get(first.model_id)).status == "trained"
 
-        won = {"beat_baselines": True, "promotion": ["[ok] collapse", "[ok] mean episode return > random"]}
         await registry.update(first.model_id, metrics={"evaluation": won})
         await registry.update(second.model_id, metrics={"beat_baselines": True, "promotion": []})  # the demo's form
         assert (await promote_evaluated(registry, first.model_id)).status == "active"
@@ -537,5 +578,12 @@ async def test_promotion_needs_a_passing_held_out_evaluation_and_allows_a_rollba
         assert (await registry.get(first.model_id)).status == "retired"
         # A retired version that passed may come back (a rollback).
         assert (await promote_evaluated(registry, first.model_id)).status == "active"
+        # One whose latest evaluation failed may not, whatever it passed before.
+        await registry.update(second.model_id, metrics={"beat_baselines": True, "evaluation": lost})
+        with pytest.raises(PromotionRefused, match="failed its held-out evaluation"):
+            await promote_evaluated(registry, second.model_id)
+        failed = await registry.register("book", **register, status="failed")
+        with pytest.raises(PromotionRefused, match=r"is failed \(its training run failed\)"):
+            await promote_evaluated(registry, failed.model_id)
     finally:
         await registry.close()

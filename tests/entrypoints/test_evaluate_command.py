@@ -64,13 +64,16 @@ async def model_id(settings) -> int:
             session = await store.start_session([ticker], started_ms=0, source="test")
             await store.write_events(session, spread_market(ticker))
             await store.end_session(session, ended_ms=8_000)
+        (trained,) = await load_tapes(store, [1], config=ReplayConfig(step_ms=1_000))
         record = await registry.register(
             "agent",
             algorithm="ppo",
             path=str(settings.models_dir / "agent-v1.zip"),
             created_ms=1,
-            hyperparameters={"sessions": [1], "replay": {"step_ms": 1_000}, "environment": EnvironmentSettings().as_dict()},
-        )
+            hyperparameters={"sessions": [1], "market_digests": [trained.content_digest()],
+                             "replay": {"step_ms": 1_000}, "environment": EnvironmentSettings().as_dict()},
+            status="trained",  # its run finished
+        )  # fmt: skip
     finally:
         await store.close()
         await registry.close()
@@ -130,7 +133,7 @@ async def test_evaluate_prints_the_table_and_the_decision_records_and_writes_the
 async def test_sessions_the_model_was_trained_on_are_refused(settings, container, model_id, capsys):
     code = await _in_thread(run, ["evaluate", str(model_id), "--sessions", "1", "2"], settings, container)
     assert code == 2
-    assert "cannot evaluate model 1: model 1 was trained on sessions [1]; evaluate it on held-out sessions" in (
+    assert "cannot evaluate model 1: model 1 (agent v1) was trained on sessions [1]; evaluate it on held-out sessions" in (
         capsys.readouterr().err
     )
 
@@ -155,8 +158,26 @@ async def test_the_same_market_data_recorded_again_under_another_id_is_refused(s
     code = await _in_thread(run, ["evaluate", str(record.model_id), "--sessions", str(copy)], settings, container)
     assert code == 2
     assert (
-        f"model {record.model_id} was trained on the same market data as TRAIN of session {copy} "
+        f"model {record.model_id} (agent v2) was trained on the same market data as TRAIN of session {copy} "
         "(recorded again under another id); evaluate it on held-out sessions"
+    ) in capsys.readouterr().err
+
+
+async def test_a_model_whose_record_does_not_say_what_it_was_trained_on_is_refused(settings, container, capsys):
+    registry = SqliteModelRegistry(settings.sqlite_path)
+    await registry.open()
+    try:
+        record = await registry.register(
+            "agent", algorithm="ppo", path=str(settings.models_dir / "old.zip"), created_ms=1,
+            hyperparameters={"replay": {"step_ms": 1_000}}, status="trained",
+        )  # fmt: skip
+    finally:
+        await registry.close()
+    code = await _in_thread(run, ["evaluate", str(record.model_id), "--sessions", "2"], settings, container)
+    assert code == 2
+    assert (
+        f"cannot evaluate model {record.model_id}: model {record.model_id} (agent v1) does not say what it was "
+        "trained on (its hyperparameters have no 'sessions' or 'market_digests')"
     ) in capsys.readouterr().err
 
 
