@@ -54,7 +54,7 @@ from entrypoints.actor_command import add_actor_command
 from entrypoints.arguments import non_negative_int, positive_int
 from entrypoints.exchange_command import add_exchange_command
 from entrypoints.fill_validation_command import add_fill_validation_command
-from entrypoints.model_report import describe_model, model_json, utc_text
+from entrypoints.model_report import age_text, describe_model, model_json, utc_text
 from entrypoints.ingestion import (
     IngestionUnavailable,
     LiveIngestion,
@@ -360,7 +360,15 @@ def add_models_commands(commands: argparse._SubParsersAction) -> None:
         description="Versions of trained models in the registry (metadata in the store, weights on disk).",
     )
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
-    listing = actions.add_parser("list", help="one line per model version", description="Every model version.")
+    listing = actions.add_parser(
+        "list",
+        help="one line per model version",
+        description=(
+            "Every model version, with its status and age. Statuses: training (the run has not finished: "
+            "it is running, or its process died), trained (finished, not active), active (the one the "
+            "actor trades), retired (replaced, or failed its held-out evaluation), failed (the run raised)."
+        ),
+    )
     listing.add_argument("--name", help="only versions of this model name")
     listing.set_defaults(run=list_models)
     show = actions.add_parser(
@@ -376,18 +384,19 @@ def add_models_commands(commands: argparse._SubParsersAction) -> None:
         help="make a version the active one of its name",
         description=(
             "Make this version the active one of its name; the previously active version retires. Only a "
-            "version whose held-out evaluation (`evaluate`) passed the promotion rule can be promoted."
+            "finished version whose latest held-out evaluation (`evaluate`) passed the promotion rule can be "
+            "promoted; a retired one that passed may come back (a rollback)."
         ),
     )
     promote.add_argument("model_id", type=int, metavar="ID", help="model id, from `models list`")
     promote.set_defaults(run=promote_model)
     prune = actions.add_parser(
         "prune",
-        help="delete old retired and failed versions, with their files",
+        help="delete old trained, retired and failed versions, with their files",
         description=(
-            "Retention: of each model name's retired and failed versions, keep the newest K and delete the "
-            "others from the registry and from disk (model file and checkpoints). Active versions and "
-            "versions still training are never deleted."
+            "Retention: of each model name's trained, retired and failed versions, keep the newest K and "
+            "delete the others from the registry and from disk (model file, checkpoints, training curve). "
+            "Active versions and versions still training are never deleted."
         ),
     )
     prune.add_argument("--keep", type=non_negative_int, required=True, metavar="K", help="versions to keep per name")
@@ -403,16 +412,23 @@ async def list_models(args: argparse.Namespace, settings: Settings, container: C
         which = f"named {args.name!r} " if args.name else ""
         print(f"No models {which}in {settings.store_description}.")
         return 0
+    now_ms = container.clock().now_ms()
     print(
         _table(
-            ("ID", "NAME", "VERSION", "ALGORITHM", "STATUS", "CREATED (UTC)", "PATH"),
+            ("ID", "NAME", "VERSION", "ALGORITHM", "STATUS", "CREATED (UTC)", "AGE", "PATH"),
             [
-                (m.model_id, m.name, m.version, m.algorithm, m.status, utc_text(m.created_ms), m.path)
+                (m.model_id, m.name, m.version, m.algorithm, m.status, utc_text(m.created_ms),
+                 age_text(now_ms - m.created_ms), m.path)
                 for m in models
-            ],
-            right_aligned={0, 2},
+            ],  # fmt: skip
+            right_aligned={0, 2, 6},
         )
     )
+    if any(m.status == "training" for m in models):
+        print(
+            "A version 'training' is a run in progress, or one whose process died (its age tells); "
+            "`models prune` never deletes it."
+        )
     return 0
 
 
@@ -465,8 +481,9 @@ def add_learning_commands(commands: argparse._SubParsersAction) -> None:
         description=(
             "Replay recorded sessions through the Gymnasium environment and train a Stable-Baselines3 "
             "agent on them (orders of $RL_ACTOR_CONTRACT_SIZE contracts). The model is saved under "
-            "$RL_DATA_DIR/models and registered (status 'training'; evaluate it on held-out sessions with "
-            "`evaluate MODEL_ID --sessions ID... --promote`, which promotes it only if it beats the baselines)."
+            "$RL_DATA_DIR/models and registered (status 'training' while the run goes on, 'trained' once it "
+            "finishes); evaluate it on held-out sessions with `evaluate MODEL_ID --sessions ID... --promote`, "
+            "which promotes it only if it beats the baselines (`models promote` does the same check)."
         ),
     )
     train.add_argument("--sessions", type=int, nargs="+", required=True, metavar="ID", help="session ids to train on")
@@ -524,9 +541,16 @@ def add_learning_commands(commands: argparse._SubParsersAction) -> None:
         "--curriculum", action="store_true", help="easier markets first (tighter spread, calmer price), all by mid-run"
     )
     learning.add_argument(
-        "--eval-sessions", type=int, nargs="+", default=(), metavar="ID", help="held-out sessions for periodic evaluation"
+        "--eval-sessions",
+        type=int,
+        nargs="+",
+        default=(),
+        metavar="ID",
+        help="held-out sessions for periodic evaluation (with --eval-every; never the training sessions or their data)",
     )
-    learning.add_argument("--eval-every", type=positive_int, default=None, metavar="N", help="evaluate every N timesteps")
+    learning.add_argument(
+        "--eval-every", type=positive_int, default=None, metavar="N", help="evaluate every N timesteps (with --eval-sessions)"
+    )
     learning.add_argument(
         "--checkpoint-every", type=positive_int, default=None, metavar="N", help="save a checkpoint every N timesteps"
     )

@@ -1,6 +1,6 @@
-"""``models show``: one model version, readable -- what it was trained with, how training went,
-how it did on held-out sessions and why it was or was not promoted. ``--json`` gives the whole
-record instead, for scripts."""
+"""``models show``: one model version, readable -- its status and what it means, what it was
+trained with, how training went, how it did on held-out sessions and why it was or was not
+promoted. ``--json`` gives the whole record instead, for scripts."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from application.evaluation import held_out_verdict
 from domain.ports import ModelRecord
 
 # Metrics shown in their own sections; anything else is listed as JSON at the end. The demo
@@ -21,7 +22,7 @@ def describe_model(model: ModelRecord) -> str:
     lines = [
         f"Model {model.model_id}: {model.name} v{model.version}",
         f"  algorithm        {model.algorithm}",
-        f"  status           {model.status}",
+        f"  status           {status_text(model)}",
         f"  created          {utc_text(model.created_ms)} UTC",
         f"  path             {model.path}",
     ]
@@ -46,6 +47,34 @@ def describe_model(model: ModelRecord) -> str:
     if rest:
         lines.append(f"  other metrics    {json.dumps(rest, sort_keys=True, default=str)}")
     return "\n".join(lines)
+
+
+def status_text(model: ModelRecord) -> str:
+    """The status, what it means for this version and, where there is one, the next command."""
+    verdict = held_out_verdict(model)
+    passed = None if verdict is None else verdict[0]
+    promote = f"`kalshiflow-rl models promote {model.model_id}`"
+    if model.status == "training":
+        meaning = "the run has not finished: it is running, or its process died"
+    elif model.status == "trained" and passed is None:
+        meaning = f"finished, not evaluated: `kalshiflow-rl evaluate {model.model_id} --sessions ID...` on held-out sessions"
+    elif model.status == "trained":
+        meaning = f"finished, passed its held-out evaluation: {promote} makes it active" if passed else (
+            "finished, failed its held-out evaluation"
+        )
+    elif model.status == "active":
+        meaning = "the version the actor trades"
+    elif model.status == "retired" and passed is None:
+        meaning = "replaced by another active version"
+    elif model.status == "retired":
+        meaning = f"passed its held-out evaluation: {promote} brings it back" if passed else (
+            "failed its held-out evaluation; `models prune` may delete it"
+        )
+    elif model.status == "failed":
+        meaning = "the training run raised"
+    else:
+        return model.status
+    return f"{model.status} ({meaning})"
 
 
 def model_json(model: ModelRecord) -> str:
@@ -124,6 +153,20 @@ def _money(value: Any, *, signed: bool = True) -> str:
     if not isinstance(value, (int, float)):
         return "-"
     return f"{value:+,.2f}" if signed else f"{value:,.2f}"
+
+
+def age_text(ms: int) -> str:
+    """A duration as ``models list`` shows ages: ``<1m``, ``42m``, ``3h 05m``, ``12d 4h``."""
+    minutes = max(0, ms) // 60_000
+    if minutes < 1:
+        return "<1m"
+    if minutes < 60:
+        return f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"
 
 
 def utc_text(ms: int) -> str:

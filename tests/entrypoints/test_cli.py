@@ -144,15 +144,35 @@ async def two_versions(fake_registry):
     await fake_registry.close()
 
 
-def test_models_list_and_filter_by_name(settings, container, two_versions, capsys):
+class StoppedClock:
+    def __init__(self, now_ms):
+        self.now = now_ms
+
+    def now_ms(self):
+        return self.now
+
+
+def test_models_list_and_filter_by_name(settings, container, fake_registry, two_versions, capsys):
+    container.clock.override(providers.Object(StoppedClock(3 * 3_600_000 + 5 * 60_000)))  # 3 h 5 min after 0
+    fake_registry.models[2] = attrs.evolve(fake_registry.models[2], status="trained", created_ms=3 * 3_600_000)
     assert run(["models", "list"], settings, container) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["ID", "NAME", "VERSION", "ALGORITHM", "STATUS", "CREATED", "(UTC)", "PATH"]
-    assert len(lines) == 4
+    assert lines[0].split() == ["ID", "NAME", "VERSION", "ALGORITHM", "STATUS", "CREATED", "(UTC)", "AGE", "PATH"]
+    assert [line.split()[4:5] + line.split()[7:-1] for line in lines[1:4]] == [
+        ["training", "3h", "05m"], ["trained", "5m"], ["training", "3h", "05m"]
+    ]
+    # A run that died stays "training": the list says what its age means.
+    assert lines[4:] == [
+        "A version 'training' is a run in progress, or one whose process died (its age tells); "
+        "`models prune` never deletes it."
+    ]
 
+    assert run(["models", "list", "--name", "ppo-book"], settings, container) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 4
+    fake_registry.models[3] = attrs.evolve(fake_registry.models[3], status="failed")
     assert run(["models", "list", "--name", "dqn"], settings, container) == 0
-    (_, only) = capsys.readouterr().out.splitlines()
-    assert only.split()[:5] == ["3", "dqn", "1", "DQN", "training"]
+    (_, only) = capsys.readouterr().out.splitlines()  # no footnote: nothing is training
+    assert only.split()[:5] == ["3", "dqn", "1", "DQN", "failed"]
 
 
 def passed_evaluation(passed: bool) -> dict:
@@ -165,23 +185,35 @@ def passed_evaluation(passed: bool) -> dict:
 def test_models_promote_refuses_a_version_without_a_passing_held_out_evaluation(
     settings, container, fake_registry, two_versions, capsys
 ):
-    assert run(["models", "promote", "1"], settings, container) == 1  # never evaluated (still "training")
+    # Even with a passing evaluation on record, a version still training is not promoted.
+    fake_registry.models[1] = attrs.evolve(fake_registry.models[1], metrics=passed_evaluation(True))
+    assert run(["models", "promote", "1"], settings, container) == 1
+    assert capsys.readouterr().err == (
+        "kalshiflow-rl: error: model 1 (ppo-book v1) is training (its training run has not finished), "
+        "so it cannot be promoted\n"
+    )
+    fake_registry.models[1] = attrs.evolve(fake_registry.models[1], status="trained", metrics={})
+    assert run(["models", "promote", "1"], settings, container) == 1  # finished, never evaluated
     assert capsys.readouterr().err == (
         "kalshiflow-rl: error: model 1 (ppo-book v1) has no held-out evaluation, so it cannot be promoted: "
         "run `kalshiflow-rl evaluate 1 --sessions ID... --promote` on sessions it was not trained on\n"
     )
-    fake_registry.models[2] = attrs.evolve(fake_registry.models[2], metrics=passed_evaluation(False))
+    fake_registry.models[2] = attrs.evolve(fake_registry.models[2], status="trained", metrics=passed_evaluation(False))
     assert run(["models", "promote", "2"], settings, container) == 1
     assert capsys.readouterr().err == (
         "kalshiflow-rl: error: model 2 (ppo-book v2) failed its held-out evaluation, so it cannot be promoted:\n"
         "  [FAIL] mean episode return -3.0000 $ <= random -2.0000 $\n"
     )
-    assert [m.status for m in fake_registry.models.values()] == ["training", "training", "training"]
+    assert [m.status for m in fake_registry.models.values()] == ["trained", "trained", "training"]
 
 
-def test_models_promote_then_show(settings, container, fake_registry, two_versions, capsys):
+def test_models_promote_a_version_that_passed_then_show_and_roll_back(
+    settings, container, fake_registry, two_versions, capsys
+):
     for model_id in (1, 2):
-        fake_registry.models[model_id] = attrs.evolve(fake_registry.models[model_id], metrics=passed_evaluation(True))
+        fake_registry.models[model_id] = attrs.evolve(
+            fake_registry.models[model_id], status="trained", metrics=passed_evaluation(True)
+        )
     assert run(["models", "promote", "1"], settings, container) == 0
     assert run(["models", "promote", "2"], settings, container) == 0
     assert capsys.readouterr().out.splitlines()[-1] == "Model 2 (ppo-book v2) is now the active ppo-book."
@@ -189,12 +221,21 @@ def test_models_promote_then_show(settings, container, fake_registry, two_versio
 
     assert run(["models", "show", "2"], settings, container) == 0
     out = capsys.readouterr().out
-    assert out.startswith("Model 2: ppo-book v2\n  algorithm        PPO\n  status           active\n")
+    assert out.startswith(
+        "Model 2: ppo-book v2\n  algorithm        PPO\n  status           active (the version the actor trades)\n"
+    )
     assert "  hyperparameters\n    lr  0.0003\n" in out
+    assert run(["models", "show", "1"], settings, container) == 0
+    assert "  status           retired (passed its held-out evaluation: `kalshiflow-rl models promote 1` brings it back)\n" in (
+        capsys.readouterr().out
+    )
 
     assert run(["models", "show", "2", "--json"], settings, container) == 0
     record = json.loads(capsys.readouterr().out)
     assert (record["model_id"], record["status"], record["hyperparameters"]) == (2, "active", {"lr": 0.0003})
+
+    assert run(["models", "promote", "1"], settings, container) == 0  # a rollback: it passed
+    assert [m.status for m in fake_registry.models.values()] == ["active", "retired", "training"]
 
 
 @pytest.mark.parametrize("action", ["show", "promote"])
@@ -241,7 +282,10 @@ def test_a_typo_in_a_variable_name_is_warned_about(monkeypatch, tmp_path, capsys
         (["sessions", "show"], ["ID", "session id"]),
         (["models"], ["list", "show", "promote"]),
         (["models", "list"], ["--name"]),
-        (["models", "promote"], ["retires"]),
+        (["models", "promote"], ["retires", "held-out evaluation", "rollback"]),
+        (["models", "list"], ["trained", "process died"]),
+        (["models", "prune"], ["trained, retired and failed", "never deleted"]),
+        (["train"], ["'trained' once it finishes", "--curriculum", "with --eval-every"]),
     ],
 )
 def test_help_is_informative_everywhere(argv, expected, capsys):

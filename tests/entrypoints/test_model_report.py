@@ -1,7 +1,10 @@
 """``models show``'s report: readable sections from a model record's settings and metrics."""
 
+import attrs
+import pytest
+
 from domain.ports import ModelRecord
-from entrypoints.model_report import describe_model
+from entrypoints.model_report import age_text, describe_model, status_text
 
 
 def record(tmp_path, **metrics) -> ModelRecord:
@@ -58,7 +61,36 @@ def test_an_evaluation_gets_its_own_section_and_a_bare_record_reads_cleanly(tmp_
     assert bare.splitlines() == [
         "Model 1: m v1",
         "  algorithm        a2c",
-        "  status           training",
+        "  status           training (the run has not finished: it is running, or its process died)",
         "  created          1970-01-01 00:00:00 UTC",
         f"  path             {tmp_path / 'm.zip'}",
+    ]
+
+
+PASSED = {"evaluation": {"beat_baselines": True, "promotion": ["[ok] ..."]}}
+FAILED = {"evaluation": {"beat_baselines": False, "promotion": ["[FAIL] ..."]}}
+
+
+@pytest.mark.parametrize(
+    ("status", "metrics", "meaning"),
+    [
+        ("trained", {}, "finished, not evaluated: `kalshiflow-rl evaluate 4 --sessions ID...` on held-out sessions"),
+        ("trained", PASSED, "finished, passed its held-out evaluation: `kalshiflow-rl models promote 4` makes it active"),
+        ("active", PASSED, "the version the actor trades"),
+        ("retired", {}, "replaced by another active version"),
+        ("retired", FAILED, "failed its held-out evaluation; `models prune` may delete it"),
+        ("retired", {"beat_baselines": True}, "passed its held-out evaluation: `kalshiflow-rl models promote 4` brings it back"),
+        ("failed", {}, "the training run raised"),
+    ],
+)
+def test_the_status_says_what_it_means_and_what_to_run_next(tmp_path, status, metrics, meaning):
+    model = attrs.evolve(record(tmp_path), status=status, metrics=metrics)
+    assert status_text(model) == f"{status} ({meaning})"
+    assert f"  status           {status} ({meaning})" in describe_model(model).splitlines()
+
+
+def test_ages_read_at_a_glance():
+    minute, hour = 60_000, 3_600_000
+    assert [age_text(ms) for ms in (-5, 59_999, 42 * minute, 3 * hour + 5 * minute, 12 * 24 * hour + 4 * hour)] == [
+        "<1m", "<1m", "42m", "3h 05m", "12d 4h"
     ]
