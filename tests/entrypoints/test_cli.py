@@ -327,3 +327,52 @@ def test_an_unreadable_store_is_a_one_line_error_with_exit_code_1(monkeypatch, t
 def test_train_refuses_periodic_evaluation_without_held_out_sessions_and_the_reverse(settings, container, flags, capsys):
     assert run(["train", "--sessions", "1", *flags], settings, container) == 2
     assert "--eval-every N and --eval-sessions ID... go together" in capsys.readouterr().err
+
+
+class FinishedAgent:
+    """What a tiny curriculum run returns (the trainer's tests train for real)."""
+
+    metrics = {"timesteps_per_s": 1.0, "curriculum": {"difficulty_cents": [1.0], "pool_per_rollout": [1, 1]}}
+
+    def save(self, path):
+        with open(path, "w") as file:
+            file.write("weights")
+
+
+class OptionsRecordingTrainer:
+    """The trainer the container would build from the command's flags, without training."""
+
+    built: list[OptionsRecordingTrainer] = []
+
+    def __init__(self, environment, *, algorithm="ppo", **options):
+        from adapters.sb3.settings import TrainingOptions
+
+        self.options = TrainingOptions(algorithm=algorithm, **options)  # what sb3_trainer builds from them
+        self.algorithm = algorithm
+        OptionsRecordingTrainer.built.append(self)
+
+    @property
+    def hyperparameters(self):
+        return self.options.as_dict()
+
+    def train(self, tapes, **kwargs):
+        return FinishedAgent()
+
+
+@pytest.mark.parametrize("curriculum", [True, False])
+def test_train_curriculum_flag_reaches_the_trainer_and_the_record(settings, container, fake_registry, curriculum, capsys):
+    from adapters.sb3.settings import Curriculum
+
+    OptionsRecordingTrainer.built = []
+    container.trainer.override(providers.Factory(OptionsRecordingTrainer))
+    assert run(["collect", "--markets", "1", "--events", "20"], settings, container) == 0
+    flags = ["--curriculum"] if curriculum else []
+
+    assert run(["train", "--sessions", "1", "--timesteps", "64", *flags], settings, container) == 0
+
+    (trainer,) = OptionsRecordingTrainer.built
+    assert trainer.options.curriculum == (Curriculum() if curriculum else None)
+    (model,) = fake_registry.models.values()
+    recorded = {"start_fraction": 0.25, "ramp_fraction": 0.5} if curriculum else None
+    assert model.hyperparameters["curriculum"] == recorded and model.status == "trained"
+    assert model.metrics["training"]["curriculum"] == FinishedAgent.metrics["curriculum"]

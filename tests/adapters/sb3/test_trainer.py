@@ -1,5 +1,5 @@
 """The SB3 trainer on the real environment, kept tiny: reproducibility, normalisation, masks,
-checkpoints, evaluation, and the model file."""
+checkpoints, evaluation, the curriculum, and the model file."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from adapters.sb3 import ModelFileError, Sb3Trainer, TrainingOptions
+from adapters.sb3.curriculum import CurriculumEnv, tape_difficulty
 from adapters.sb3.model_file import ModelMetadata
 from adapters.sb3.policy import Sb3Policy
+from adapters.sb3.settings import Curriculum
 from domain.ports import AgentTrainer, Policy, TrainedAgent
 from entrypoints.learning import EnvironmentSettings
 
@@ -180,3 +182,56 @@ def test_periodic_evaluation_never_falls_back_to_the_training_tapes(tapes, make_
         trainer(eval_every=128).train(tapes, total_timesteps=256, seed=0)
     with pytest.raises(ValueError, match="eval_every is not set"):
         trainer().train(tapes, total_timesteps=256, seed=0, eval_tapes=make_tapes(9, markets=1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Curriculum: easier markets first, every market by mid-run
+# ---------------------------------------------------------------------------------------------
+def test_a_curriculum_run_starts_on_the_easiest_markets_and_widens_to_all_by_mid_run(make_tapes, monkeypatch):
+    tapes = [tape for seed in range(4) for tape in make_tapes(seed)]  # 8 two-minute markets
+    given: list[list[float]] = []
+    draws: list[tuple[int, int]] = []  # (pool when the episode was drawn, episode drawn)
+    reset = CurriculumEnv.reset
+
+    def recording_reset(self, *, seed=None, options=None):
+        observation, info = reset(self, seed=seed, options=options)
+        draws.append((self.pool, info["episode"]))
+        return observation, info
+
+    def make_environment(environment_tapes):
+        given.append([tape_difficulty(tape) for tape in environment_tapes])
+        return EnvironmentSettings().make_environment(environment_tapes)
+
+    monkeypatch.setattr(CurriculumEnv, "reset", recording_reset)
+    options = TrainingOptions(n_envs=2, hyperparameters=TINY, curriculum=Curriculum())
+    agent = Sb3Trainer(make_environment, options).train(tapes, total_timesteps=1024, seed=0)
+
+    # Every copy of the environment holds the markets easiest first, as the record says.
+    record = agent.metrics["curriculum"]
+    assert given[0] == sorted(tape_difficulty(tape) for tape in tapes) and len(given) == 2
+    assert record["difficulty_cents"] == [round(difficulty, 3) for difficulty in given[0]]
+    # The pool before each rollout (2 copies x 32 steps): the easiest quarter (2 of 8) at first,
+    # growing with the timesteps done, all 8 by mid-run.
+    pools = record["pool_per_rollout"]
+    assert pools == [Curriculum().pool_size(8, 64 * rollout / 1024) for rollout in range(1024 // 64)]
+    assert pools[0] == 2 and pools == sorted(pools) and pools[len(pools) // 2] == 8 and len(set(pools)) > 2
+    # Episodes come from the pool of their time only: the first ones from the easiest two, later
+    # ones from the widened pool too.
+    assert draws[:2] == [(2, draws[0][1]), (2, draws[1][1])] and all(episode < 2 for _, episode in draws[:2])
+    assert all(0 <= episode < pool for pool, episode in draws)
+    assert max(episode for _, episode in draws) >= 2
+    assert agent.hyperparameters["curriculum"] == {"start_fraction": 0.25, "ramp_fraction": 0.5}
+
+
+def test_without_a_curriculum_no_episode_is_chosen_for_the_environment(tapes, monkeypatch):
+    chosen = []
+    monkeypatch.setattr(CurriculumEnv, "reset", lambda self, **kwargs: chosen.append(kwargs))
+    agent = trainer().train(tapes, total_timesteps=128, seed=0)
+    assert chosen == [] and "curriculum" not in agent.metrics and agent.hyperparameters["curriculum"] is None
+
+
+def test_a_curriculum_run_is_as_reproducible_as_any_other(tapes):
+    first = trainer(curriculum=Curriculum()).train(tapes, total_timesteps=256, seed=5)
+    again = trainer(curriculum=Curriculum()).train(tapes, total_timesteps=256, seed=5)
+    assert first.metrics["curriculum"] == again.metrics["curriculum"]
+    assert all(np.array_equal(first.weights()[name], again.weights()[name]) for name in first.weights())
