@@ -85,7 +85,9 @@ class TrainingOptions:
     hyperparameters: Mapping[str, Any] = attrs.field(factory=dict, converter=dict)
     tensorboard_dir: str | None = None
     checkpoint_every: int | None = attrs.field(default=None, validator=_at_least(1))  # timesteps
-    eval_every: int | None = attrs.field(default=None, validator=_at_least(1))  # timesteps
+    # timesteps between evaluations on the held-out eval_tapes given to train(), which are
+    # required with it (and refused without it): never on the training tapes
+    eval_every: int | None = attrs.field(default=None, validator=_at_least(1))
     eval_episodes: int = attrs.field(default=10, validator=_at_least(1))
     curriculum: Curriculum | None = None
 

@@ -14,7 +14,8 @@ What one run does, in order:
   as HOLD, as the environment treats it);
 * optionally a curriculum (easier markets first, :mod:`adapters.sb3.curriculum`), TensorBoard
   logs, periodic checkpoints (model files, loadable as policies) and periodic evaluation on the
-  held-out tapes (mean episode reward, logged and returned as metrics);
+  held-out tapes given as ``eval_tapes`` (mean episode reward, logged and returned as metrics;
+  ``eval_every`` without them, or them without it, is refused: never the training tapes);
 * always, the training curve (:class:`TrainingCurve`: mean episode reward per rollout), returned
   in the metrics as ``training_curve`` (the application plots it).
 
