@@ -59,6 +59,10 @@ DEFAULT_BALANCE = 1_000 * MONEY_SCALE  # $1,000 per account
 HEARTBEAT = b"heartbeat"
 PONG_TIMEOUT_S = 20.0
 STARTUP_TIMEOUT_S = 10.0
+# An idle HTTP connection is kept this long. uvicorn's default (5 s) races a client that reuses
+# its connection after a pause of about that length: the request meets a closing socket
+# (httpx.ReadError). Load balancers in front of real exchanges keep ~60 s.
+KEEP_ALIVE_S = 75
 
 
 def _wall_clock_ms() -> int:
@@ -271,6 +275,7 @@ class LocalExchange:
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=2,
+            timeout_keep_alive=KEEP_ALIVE_S,
         )
         self._server = _EmbeddedServer(config)
         self._serve_task = asyncio.create_task(self._server.serve(sockets=[sock]), name="local-exchange-server")

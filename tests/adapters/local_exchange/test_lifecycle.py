@@ -51,6 +51,30 @@ async def test_the_exchange_listens_on_the_port_it_is_given(api_keys):
         await exchange.stop()
 
 
+@pytest.mark.slow
+async def test_an_idle_http_connection_outlives_a_pause_of_several_seconds(make_exchange):
+    # uvicorn's default keep-alive (5 s) closed idle connections while clients went on reusing
+    # them: a request sent as the server closed met httpx.ReadError. One socket, two requests
+    # 6 s apart, both answered.
+    request = b"GET /trade-api/v2/exchange/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    async with make_exchange(flow=False) as exchange:
+        reader, writer = await asyncio.open_connection("127.0.0.1", exchange.port)
+        try:
+            for pause_s in (0.0, 6.0):
+                await asyncio.sleep(pause_s)
+                writer.write(request)
+                await writer.drain()
+                status = await asyncio.wait_for(reader.readline(), 5)
+                assert status.startswith(b"HTTP/1.1 200"), status
+                headers = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+                length = next(
+                    int(line.split(b":")[1]) for line in headers.split(b"\r\n") if line.lower().startswith(b"content-length")
+                )
+                await asyncio.wait_for(reader.readexactly(length), 5)
+        finally:
+            writer.close()
+
+
 def test_an_exchange_that_has_not_started_has_no_address(api_keys):
     with pytest.raises(RuntimeError, match="not started"):
         LocalExchange(ExchangeConfig(api_keys=api_keys)).ws_url
