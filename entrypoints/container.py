@@ -41,7 +41,7 @@ from adapters.storage import (
     SqliteTradingRecords,
 )
 from adapters.synthetic.feed import SyntheticMarketFeed
-from adapters.synthetic.market_model import SyntheticMarketConfig
+from adapters.synthetic.market_model import SyntheticMarketConfig, duration_for_events
 from application.book_state import SharedBookState
 from application.recording import record_session
 from entrypoints.config import Settings
@@ -63,15 +63,13 @@ class WallClock:
 def synthetic_market_feed(*, markets: int, events: int, seed: int, tick: str) -> SyntheticMarketFeed:
     """A synthetic feed of about ``events`` events in all, spread over ``markets`` markets.
 
-    Each market stops after ``events / markets`` events and then resolves, so the total is a
-    little above ``events`` (an action may emit several events; one resolution per market).
-    The markets expire well after that many events at the model's event rate, so the count,
-    not the clock, ends them.
+    Each market stops after ``events / markets`` events (a little above: an action may emit
+    several) or when it closes, ~10% after the time it takes to emit them (measured on a pilot
+    run), and then resolves: the flow is not followed by a long silence before the close.
     """
     per_market = math.ceil(events / markets)
     config = SyntheticMarketConfig(seed=seed, markets=markets, events_per_market=per_market, tick_structure=tick)
-    expected_ms = math.ceil(per_market * 1000 / config.events_per_second)
-    return SyntheticMarketFeed(attrs.evolve(config, duration_ms=max(config.duration_ms, 3 * expected_ms)))
+    return SyntheticMarketFeed(attrs.evolve(config, duration_ms=duration_for_events(config, per_market)))
 
 
 def request_signer(*, key_id: str | None, private_key_path: str | None) -> RequestSigner | None:

@@ -477,6 +477,25 @@ def generate(config: SyntheticMarketConfig) -> list[MarketEvent]:
     return list(SyntheticMarketModel(config).events())
 
 
+def duration_for_events(config: SyntheticMarketConfig, events_per_market: int, slack: float = 0.1) -> int:
+    """How long ``config``'s markets take to emit ``events_per_market`` events each, with ``slack``
+    to spare, measured on a short pilot run (events per action differ with the tick grid).
+
+    A session that stops after a count of events can then close about when its flow ends,
+    instead of after a long silence that a replay would turn into rows where nothing happens.
+    """
+    pilot_events = min(events_per_market, 2_000)
+    pilot = attrs.evolve(config, events_per_market=pilot_events, duration_ms=10**12)
+    slowest_ms = 0
+    for market in SyntheticMarketModel(pilot).markets:
+        last_ms = config.start_ms
+        for event in market.events():
+            if not isinstance(event, MarketResolved):
+                last_ms = event.ts_ms
+        slowest_ms = max(slowest_ms, last_ms - config.start_ms)
+    return max(1_000, math.ceil(slowest_ms * events_per_market / pilot_events * (1 + slack)))
+
+
 def schedules(config: SyntheticMarketConfig) -> list[MarketScheduled]:
     """What is known of the markets before they run: each closes (and resolves) at the expiry.
     Stamped at the start, as a recording learns them before the first event."""

@@ -98,3 +98,7 @@ async def test_the_synthetic_feed_gives_about_the_events_asked_for_and_resolves_
     assert 3000 <= len(events) <= 3000 + 3 * 20  # an action may overshoot a market's share
     resolved = [event.ticker for event in events if isinstance(event, MarketResolved)]
     assert sorted(resolved) == list(feed.tickers)
+    # The markets close soon after their flow ends, not after a long silence.
+    last_ms = max(event.ts_ms for event in events if not isinstance(event, MarketResolved))
+    flow_ms = last_ms - feed.config.start_ms
+    assert flow_ms < feed.config.duration_ms <= 1.15 * flow_ms

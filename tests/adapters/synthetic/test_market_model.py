@@ -12,6 +12,7 @@ from adapters.synthetic.market_model import (
     PriceGrid,
     SyntheticMarketConfig,
     SyntheticMarketModel,
+    duration_for_events,
     generate,
 )
 from domain.events import BookDelta, BookSnapshot, MarketResolved, PublicTrade
@@ -145,6 +146,21 @@ def test_a_run_to_expiry_spans_the_duration_at_the_event_rate():
     assert events[-1] == MarketResolved("SYN-3-M0", config.expiry_ms, events[-1].result)
     steps = 600 * 5  # a step emits zero or more events; on average about one
     assert steps * 0.5 < seen["BookDelta"] + seen["PublicTrade"] < steps * 3
+
+
+@pytest.mark.parametrize("tick_structure", ["linear_cent", "deci_cent"])  # ~1 and ~2 events an action
+@pytest.mark.parametrize("per_market", [300, 6_000])  # the whole flow piloted, or extrapolated
+def test_a_duration_for_a_count_of_events_ends_soon_after_them(tick_structure, per_market):
+    config = SyntheticMarketConfig(seed=5, markets=3, events_per_market=per_market, tick_structure=tick_structure)
+    fitted = attrs.evolve(config, duration_ms=duration_for_events(config, per_market))
+    events = generate(fitted)
+
+    flow = [event for event in events if not isinstance(event, MarketResolved)]
+    for ticker in fitted.tickers:
+        assert sum(event.ticker == ticker for event in flow) >= per_market  # the count ended it
+    flow_ms = max(event.ts_ms for event in flow) - fitted.start_ms
+    assert flow_ms < fitted.duration_ms < 1.2 * flow_ms  # no long silence before the close
+    assert all(event.ts_ms == fitted.expiry_ms for event in events if isinstance(event, MarketResolved))
 
 
 def test_timestamp_granularity():
