@@ -71,7 +71,7 @@ class MarketQuality:
         if self.snapshots and not self.scheduled:
             found.append(
                 "no scheduled close recorded before the first snapshot: the time-left features are "
-                "neutral (time_left_fraction 0.5, time_left_log 0 on every row), not counted down"
+                "neutral (time_left_hour 0.5, time_left_log 0 on every row), not counted down"
             )
         if self.after_close:
             found.append(f"{self.after_close} events after the scheduled close (time left reads 0)")

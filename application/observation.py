@@ -31,7 +31,7 @@ from application.replay import ReplayConfig
 from domain.actions import ActionDecoder
 from domain.events import PublicTrade
 from domain.features import HISTORY_ROWS, ObservationBuilder, market_features
-from domain.market_tape import NO_LEVEL, mark_prices
+from domain.market_tape import NO_LEVEL, carried_mids, mark_prices
 from domain.orderbook import OrderBook
 from domain.orders import OrderRequest, OrderSide
 from domain.values import ONE_DOLLAR
@@ -46,8 +46,7 @@ class LiveMarketObservation:
 
     ``replay`` must be the replay settings the model was trained with (its ``depth_levels``
     shape the depth features, its ``step_ms`` the row grid); ``expiry_ms`` is when the market
-    closes; ``start_ms`` is when its record began -- the first snapshot -- and defaults to the
-    first sample's time.
+    closes.
     """
 
     def __init__(
@@ -56,13 +55,11 @@ class LiveMarketObservation:
         *,
         replay: ReplayConfig,
         expiry_ms: int,
-        start_ms: int | None = None,
     ) -> None:
         self.ticker = ticker
         self.depth_levels = replay.depth_levels
         self.step_ms = replay.step_ms
         self.expiry_ms = expiry_ms
-        self.start_ms = start_ms
         self._times: deque[int] = deque(maxlen=HISTORY_ROWS)
         self._bid_prices: deque[np.ndarray] = deque(maxlen=HISTORY_ROWS)  # [2, K] per row
         self._bid_counts: deque[np.ndarray] = deque(maxlen=HISTORY_ROWS)
@@ -72,7 +69,9 @@ class LiveMarketObservation:
         self._row: np.ndarray | None = None
         self.rows = 0  # rows sampled so far
         self.yes_bid = self.yes_ask = -1  # the latest row's top of book (-1: none)
-        self.mark = ONE_DOLLAR // 2  # before any two-sided row, as replay starts its marks
+        # The last two-sided mid (carried over one-sided rows) and the mark it gives, as replay's.
+        self._mid = ONE_DOLLAR // 2
+        self.mark = ONE_DOLLAR // 2
 
     def record_trade(self, trade: PublicTrade) -> None:
         """A public trade in this market, in the order the feed delivered it."""
@@ -88,8 +87,6 @@ class LiveMarketObservation:
             raise ObservationError(
                 f"{self.ticker}: sample at {now_ms} ms is past the market's expiry ({self.expiry_ms} ms)"
             )
-        if self.start_ms is None:
-            self.start_ms = now_ms
         prices = np.full((2, self.depth_levels), NO_LEVEL, dtype=np.int32)
         counts = np.zeros((2, self.depth_levels), dtype=np.int64)
         for side in (0, 1):
@@ -99,8 +96,10 @@ class LiveMarketObservation:
         best_yes, best_no = int(prices[0, 0]), int(prices[1, 0])
         self.yes_bid = best_yes
         self.yes_ask = ONE_DOLLAR - best_no if best_no >= 0 else -1
-        # The same carried-forward mark replay computes over the whole tape.
-        self.mark = int(mark_prices(np.array([self.yes_bid]), np.array([self.yes_ask]), initial=self.mark)[0])
+        # The same carried-forward mid and mark replay computes over the whole tape.
+        yes_bid, yes_ask = np.array([self.yes_bid]), np.array([self.yes_ask])
+        self._mid = int(carried_mids(yes_bid, yes_ask, initial=self._mid)[0])
+        self.mark = int(mark_prices(yes_bid, yes_ask, np.array([self._mid]))[0])
         self._times.append(now_ms)
         self._bid_prices.append(prices)
         self._bid_counts.append(counts)
@@ -119,7 +118,6 @@ class LiveMarketObservation:
             offsets = np.zeros(len(trades) + 1, dtype=np.int64)
             np.cumsum([len(row) for row in trades], out=offsets[1:])
             flat = [trade for row in trades for trade in row]
-            assert self.start_ms is not None
             self._row = market_features(
                 times=np.array(self._times, dtype=np.int64),
                 expiry_ms=self.expiry_ms,
@@ -129,7 +127,6 @@ class LiveMarketObservation:
                 trade_offsets=offsets,
                 trade_counts=np.array([count for count, _ in flat], dtype=np.int64),
                 trade_takers=np.array([taker for _, taker in flat], dtype=np.int8),
-                start_ms=self.start_ms,
             )[-1]
         return self._row
 

@@ -49,7 +49,7 @@ from domain.values import ONE_DOLLAR, Side
 # Bump when the tape layout or the feature definitions change: old cache files are then ignored.
 # 2: the market log (level changes and trades between rows, for the simulated exchange).
 # 3: time left counted to the scheduled close (not the tape's end); rows on the session's grid.
-TAPE_FORMAT_VERSION = 3
+TAPE_FORMAT_VERSION = 4
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,8 @@ def compile_market(
 
     best_yes = bid_prices[:, 0, 0].astype(np.int64)
     best_no = bid_prices[:, 1, 0].astype(np.int64)
-    marks = mark_prices(best_yes, np.where(best_no >= 0, ONE_DOLLAR - best_no, -1))
+    yes_ask = np.where(best_no >= 0, ONE_DOLLAR - best_no, -1)
+    marks = mark_prices(best_yes, yes_ask)
     time_array = np.asarray(times, dtype=np.int64)
     prices = np.asarray(trade_prices, dtype=np.int32)
     counts = np.asarray(trade_counts, dtype=np.int64)

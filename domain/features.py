@@ -52,7 +52,7 @@ MARKET_FEATURES = (
     "trade_flow",  # (YES-taker - NO-taker) / all contracts traded over FLOW_WINDOW steps
     "trade_volume",  # log1p(contracts traded over FLOW_WINDOW steps) / log(1000)
     "trade_volume_last",  # log1p(contracts traded in the last step) / log(1000)
-    "time_left_fraction",  # time to the scheduled close / from the first row to it (0 past it)
+    "time_left_hour",  # time to the scheduled close in hours, at most 1 (0 past it)
     "time_left_log",  # log1p(minutes to the scheduled close) / 10 (0 past it)
 )
 PORTFOLIO_FEATURES = (
@@ -87,9 +87,10 @@ HISTORY_ROWS = max(LONG_WINDOW, VOLATILITY_WINDOW + 1, FLOW_WINDOW) + 1
 
 # The time-left features of a market whose scheduled close is unknown (a recording made before
 # schedules were recorded): the same on every row, so they say nothing about where in its life a
-# row is -- and nothing about when the recording ends. The fraction sits mid-range.
-UNKNOWN_TIME_LEFT_FRACTION = 0.5
+# row is -- and nothing about when the recording ends. The hour feature sits mid-range.
+UNKNOWN_TIME_LEFT_HOUR = 0.5
 UNKNOWN_TIME_LEFT_LOG = 0.0
+_HOUR_MS = 3_600_000.0
 
 _LOG_1000 = math.log(1000.0)
 _BID = OrderSide.BID  # a module constant: enum members read through the class cost a call on 3.11
@@ -107,7 +108,6 @@ def market_features(
     trade_offsets: np.ndarray,
     trade_counts: np.ndarray,
     trade_takers: np.ndarray,
-    start_ms: int | None = None,
 ) -> np.ndarray:
     """The market block of every row of a tape (see :class:`domain.market_tape.MarketTape`).
 
@@ -115,17 +115,14 @@ def market_features(
     trailing windows, shortened at the start of the tape. ``expiry_ms`` is the market's
     scheduled close -- a time known in advance, never when its recording happens to end -- and
     the time left is 0 on rows past it; None (unknown) gives every row the neutral
-    ``UNKNOWN_TIME_LEFT_*`` values. ``start_ms`` is when the market's record began (the
-    time-left fraction runs from it to ``expiry_ms``); by default the first row's time -- a
-    live window that no longer holds its first row passes it explicitly.
+    ``UNKNOWN_TIME_LEFT_*`` values. Both time features depend on the row's time and the close
+    only -- not on when a recording or a live actor happened to start -- so a live window and a
+    replayed tape give the same numbers whenever each began.
     """
     times = np.asarray(times, dtype=np.int64)
     n = len(times)
     if n == 0:
         return np.zeros((0, MARKET_FEATURE_COUNT), dtype=np.float32)
-    start_ms = int(times[0]) if start_ms is None else start_ms
-    if start_ms > times[0]:
-        raise ValueError(f"start_ms {start_ms} is after the first step {int(times[0])}")
     out = np.zeros((n, MARKET_FEATURE_COUNT), dtype=np.float64)
     column = {name: index for index, name in enumerate(MARKET_FEATURES)}
 
@@ -167,12 +164,11 @@ def market_features(
     out[:, column["trade_volume_last"]] = np.log1p(volume / COUNT_SCALE) / _LOG_1000
 
     if expiry_ms is None:
-        out[:, column["time_left_fraction"]] = UNKNOWN_TIME_LEFT_FRACTION
+        out[:, column["time_left_hour"]] = UNKNOWN_TIME_LEFT_HOUR
         out[:, column["time_left_log"]] = UNKNOWN_TIME_LEFT_LOG
     else:
         left_ms = np.maximum(expiry_ms - times, 0).astype(np.float64)
-        span_ms = float(max(expiry_ms - start_ms, 1))
-        out[:, column["time_left_fraction"]] = left_ms / span_ms
+        out[:, column["time_left_hour"]] = np.minimum(left_ms / _HOUR_MS, 1.0)
         out[:, column["time_left_log"]] = np.log1p(left_ms / 60_000.0) / 10.0
 
     np.clip(out, -FEATURE_BOUND, FEATURE_BOUND, out=out)

@@ -127,12 +127,9 @@ class MarketTape:
         return [(price, count) for price, count in zip(prices, counts) if price != NO_LEVEL]
 
 
-def mark_prices(yes_bid: np.ndarray, yes_ask: np.ndarray, *, initial: int = ONE_DOLLAR // 2) -> np.ndarray:
-    """The YES price to value positions at, per row: the mid, rounded down to a price unit.
-
-    Where a side of the book is empty there is no mid; the last mark carries forward
-    (``initial`` before the first two-sided row). Uses only the row and the rows before it.
-    """
+def carried_mids(yes_bid: np.ndarray, yes_ask: np.ndarray, *, initial: int = ONE_DOLLAR // 2) -> np.ndarray:
+    """Per row, the mid of the last two-sided row at or before it, rounded down to a price unit
+    (``initial`` before the first one). ``-1`` marks an empty side."""
     yes_bid = np.asarray(yes_bid, dtype=np.int64)
     yes_ask = np.asarray(yes_ask, dtype=np.int64)
     two_sided = (yes_bid >= 0) & (yes_ask >= 0)
@@ -140,5 +137,19 @@ def mark_prices(yes_bid: np.ndarray, yes_ask: np.ndarray, *, initial: int = ONE_
     # Forward fill: index of the last two-sided row at or before each row.
     last = np.where(two_sided, np.arange(len(mids)), -1)
     np.maximum.accumulate(last, out=last)
-    marks = np.where(last >= 0, mids[np.maximum(last, 0)], initial)
+    return np.where(last >= 0, mids[np.maximum(last, 0)], initial)
+
+
+def mark_prices(yes_bid: np.ndarray, yes_ask: np.ndarray, mids: np.ndarray | None = None) -> np.ndarray:
+    """The YES price to value positions at, per row: the mid (``mids``; by default
+    :func:`carried_mids` of the rows, which a live window carries from its earlier rows),
+    held within the side of the book that is there when the other is empty -- a lone YES bid at
+    $0.95 says a YES contract is worth at least that, whatever the last two-sided mid was (a
+    stale mid would pay the agent for buying what the book values far higher). Uses only the
+    row and the rows before it."""
+    marks = np.asarray(carried_mids(yes_bid, yes_ask) if mids is None else mids, dtype=np.int64)
+    yes_bid = np.asarray(yes_bid, dtype=np.int64)
+    yes_ask = np.asarray(yes_ask, dtype=np.int64)
+    marks = np.where(yes_bid >= 0, np.maximum(marks, yes_bid), marks)
+    marks = np.where(yes_ask >= 0, np.minimum(marks, yes_ask), marks)
     return np.clip(marks, 0, ONE_DOLLAR).astype(np.int32)

@@ -22,7 +22,10 @@ from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecNormalize
 
-FORMAT_VERSION = 1
+from domain.features import FEATURE_NAMES
+
+# 2: the observation's feature names are recorded (a model is refused by code that builds others).
+FORMAT_VERSION = 2
 METADATA_ENTRY = "kalshiflow.json"
 
 # The algorithm classes by the name a model file records.
@@ -86,6 +89,7 @@ def save_model(model: BaseAlgorithm, path: str | Path, metadata: ModelMetadata) 
         "algorithm": metadata.algorithm,
         "masked": metadata.masked,
         "observation_normalization": None if metadata.normalizer is None else metadata.normalizer.as_dict(),
+        "observation_features": list(FEATURE_NAMES),
     }
     with zipfile.ZipFile(path, "a") as archive:
         archive.writestr(METADATA_ENTRY, json.dumps(entry))
@@ -101,7 +105,17 @@ def load_model(path: str | Path) -> tuple[BaseAlgorithm, ModelMetadata]:
     except (zipfile.BadZipFile, KeyError) as error:
         raise ModelFileError(f"{path} is not a kalshiflow-rl model file ({error})") from None
     if entry.get("format") != FORMAT_VERSION:
-        raise ModelFileError(f"{path}: model file format {entry.get('format')!r}, this code reads {FORMAT_VERSION}")
+        raise ModelFileError(
+            f"{path}: model file format {entry.get('format')!r}, this code reads {FORMAT_VERSION}: "
+            "retrain the model with this version"
+        )
+    features = tuple(entry["observation_features"])
+    if features != FEATURE_NAMES:
+        changed = sorted(set(features) ^ set(FEATURE_NAMES)) or ["their order"]
+        raise ModelFileError(
+            f"{path}: the model was trained on other observation features than this code builds "
+            f"(differing: {', '.join(changed)}): retrain the model with this version"
+        )
     algorithm = entry["algorithm"]
     if algorithm not in ALGORITHM_CLASSES:
         raise ModelFileError(f"{path}: unknown algorithm {algorithm!r}; known: {sorted(ALGORITHM_CLASSES)}")

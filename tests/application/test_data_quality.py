@@ -110,7 +110,7 @@ def test_a_market_without_a_scheduled_close_before_its_first_snapshot_is_reporte
         assert not market.scheduled
         assert market.problems(60_000) == [
             "no scheduled close recorded before the first snapshot: the time-left features are "
-            "neutral (time_left_fraction 0.5, time_left_log 0 on every row), not counted down"
+            "neutral (time_left_hour 0.5, time_left_log 0 on every row), not counted down"
         ]
 
 

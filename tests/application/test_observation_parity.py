@@ -91,16 +91,17 @@ class Books(SharedBookState):
         self.trades: list[PublicTrade] = []
 
 
-def live_path(events: Sequence[MarketEvent], ticker: str) -> Iterator[LiveMarketObservation]:
-    """The actor's live rows alone (LiveMarketRows) at each decision time."""
+def live_path(events: Sequence[MarketEvent], ticker: str, *, start_ms: int = 0) -> Iterator[LiveMarketObservation]:
+    """The actor's live rows alone (LiveMarketRows) at each decision time, for an actor started at
+    ``start_ms`` (the books are live before it: the feed's; trades reach it from its start)."""
     books = Books()
     rows = LiveMarketRows(books, replay=REPLAY)
     rows.set_close(ticker, scheduled_close(events, ticker))
     for now in live_stream(events, ticker, books):
-        for trade in books.trades:
+        for trade in books.trades if now >= start_ms else ():
             rows.record_trade(trade)
         books.trades.clear()
-        if now % REPLAY.step_ms == 0:  # the tape's last row, its end, is off the grid: no decision there
+        if now % REPLAY.step_ms == 0 and now >= start_ms:  # the tape's last row, its end, is off the grid: no decision there
             market = rows.sample(ticker, now)
             assert market is not None
             yield market
@@ -283,6 +284,18 @@ def test_a_window_of_history_gives_the_rows_of_the_whole_tape(session):
     np.testing.assert_array_equal(rows, tape.features[: len(rows)])  # every row on the grid
 
 
+def test_an_actor_started_late_sees_the_tapes_rows_once_its_window_is_full(session):
+    """Nothing in a row depends on when the rows began (the time left counts to the close): an
+    actor started 100 s into the market has the tape's rows once it has HISTORY_ROWS of its own."""
+    tape = compile_session(session, session_id=1, config=REPLAY)[0]
+    late = 100
+    observed = [o.market_row().copy() for o in live_path(session, tape.ticker, start_ms=int(tape.times[late]))]
+    assert len(observed) > HISTORY_ROWS + 10
+    np.testing.assert_array_equal(
+        np.array(observed[HISTORY_ROWS:]), tape.features[late + HISTORY_ROWS : late + len(observed)]
+    )
+
+
 def test_a_live_observation_refuses_reads_and_samples_out_of_order():
     observer = LiveMarketObservation("T", replay=REPLAY, expiry_ms=5_000)
     with pytest.raises(ObservationError, match="no row sampled"):
@@ -308,6 +321,13 @@ def test_the_mark_carries_over_a_one_sided_live_book():
     book.apply_delta(Side.NO, 5300, -ONE_CONTRACT)
     observer.sample(book, 2_000)
     assert observer.mark == 4600 and observer.yes_ask == -1
+    # A lone YES bid above the carried mid holds the mark up to it, as replay's marks do.
+    book.apply_delta(Side.YES, 4800, ONE_CONTRACT)
+    observer.sample(book, 3_000)
+    assert observer.mark == 4800
+    book.apply_delta(Side.YES, 4800, -ONE_CONTRACT)
+    observer.sample(book, 4_000)
+    assert observer.mark == 4600  # the bid gone, back to the last two-sided mid
 
 
 Q = "QUIET"

@@ -10,7 +10,7 @@ from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, 
 from domain.features import (
     MARKET_FEATURE_COUNT,
     MARKET_FEATURES,
-    UNKNOWN_TIME_LEFT_FRACTION,
+    UNKNOWN_TIME_LEFT_HOUR,
     UNKNOWN_TIME_LEFT_LOG,
 )
 from domain.market_tape import LOG_NO_LEVEL, LOG_TRADE_NO_TAKER, LOG_YES_LEVEL, NO_LEVEL, TapeError
@@ -19,7 +19,7 @@ from domain.values import Side
 
 YES, NO = Side.YES, Side.NO
 CONFIG = ReplayConfig(step_ms=1_000, depth_levels=2)
-FRACTION, TIME_LOG = MARKET_FEATURES.index("time_left_fraction"), MARKET_FEATURES.index("time_left_log")
+HOUR, TIME_LOG = MARKET_FEATURES.index("time_left_hour"), MARKET_FEATURES.index("time_left_log")
 TAPE_ARRAYS = (
     "times", "bid_prices", "bid_counts", "marks", "trade_offsets", "trade_prices", "trade_counts", "trade_takers",
     "features", "log_offsets", "log_times", "log_kinds", "log_prices", "log_counts",
@@ -154,13 +154,13 @@ def test_cutting_off_the_future_of_a_synthetic_recording_leaves_every_earlier_ro
 def test_the_time_left_counts_down_to_the_scheduled_close_not_to_the_tapes_end():
     tape = compile_market([scheduled(close_ms=10_000)] + market(), ticker="T", session_id=1, config=CONFIG)
     assert (tape.expiry_ms, tape.close_ms) == (3000, 10_000)  # the tape steps to its resolution
-    assert tape.features[:, FRACTION].tolist() == pytest.approx([1.0, 0.9, 0.8, 0.7])
+    assert tape.features[:, HOUR].tolist() == pytest.approx([10 / 3600, 9 / 3600, 8 / 3600, 7 / 3600])
     assert tape.features[0, TIME_LOG] == pytest.approx(np.log1p(10_000 / 60_000) / 10)
 
 
 def test_rows_past_the_scheduled_close_have_no_time_left():
     tape = compile_market([scheduled(close_ms=1_500)] + market(), ticker="T", session_id=1, config=CONFIG)
-    assert tape.features[:, FRACTION].tolist() == pytest.approx([1.0, 1 / 3, 0.0, 0.0])
+    assert tape.features[:, HOUR].tolist() == pytest.approx([1.5 / 3600, 0.5 / 3600, 0.0, 0.0])
     assert tape.features[2:, TIME_LOG].tolist() == [0.0, 0.0]
 
 
@@ -174,7 +174,7 @@ def test_without_a_scheduled_close_the_time_features_are_neutral_on_every_row():
     for resolve in (True, False):
         tape = compile_market(market(resolve=resolve), ticker="T", session_id=1, config=CONFIG)
         assert tape.close_ms is None
-        assert set(tape.features[:, FRACTION].tolist()) == {UNKNOWN_TIME_LEFT_FRACTION}
+        assert set(tape.features[:, HOUR].tolist()) == {UNKNOWN_TIME_LEFT_HOUR}
         assert set(tape.features[:, TIME_LOG].tolist()) == {UNKNOWN_TIME_LEFT_LOG}
 
 
@@ -198,8 +198,8 @@ def test_markets_of_a_session_share_the_sessions_clock_whatever_their_first_snap
     assert b0.bids(0, YES) == [(1000, 57)] and b0.bids(0, NO) == [(8000, 9)]
     assert b0.trade_offsets[:2].tolist() == [0, 1] and b0.trade_prices.tolist() == [1000]
     assert b0.bids(1, NO) == [(8000, 14)]
-    # the time left runs from B's own first row
-    assert b0.features[0, FRACTION] == pytest.approx(1.0)
+    # the time left counts down to B's own close, as A's to A's (both scheduled at 10 s)
+    assert b0.features[0, HOUR] == pytest.approx(8 / 3600) and tapes["A"].features[2, HOUR] == b0.features[0, HOUR]
 
 
 def test_a_tape_is_one_market_lifetime_whatever_else_the_session_holds():

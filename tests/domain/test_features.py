@@ -14,14 +14,14 @@ from domain.features import (
     ORDER_OFFSET,
     PORTFOLIO_FEATURES,
     PORTFOLIO_OFFSET,
-    UNKNOWN_TIME_LEFT_FRACTION,
+    UNKNOWN_TIME_LEFT_HOUR,
     UNKNOWN_TIME_LEFT_LOG,
     ObservationBuilder,
     market_features,
     write_order_features,
     write_portfolio_features,
 )
-from domain.market_tape import NO_LEVEL, mark_prices
+from domain.market_tape import NO_LEVEL, carried_mids, mark_prices
 from domain.values import MONEY_SCALE, ONE_CONTRACT, ONE_DOLLAR
 
 COLUMN = {name: index for index, name in enumerate(MARKET_FEATURES)}
@@ -50,7 +50,8 @@ def features_for(rows, *, trades=(), trade_rows=None, times=None, expiry_ms=None
         offsets[row + 1 :] += 1
     best_yes = prices[:, 0, 0]
     best_no = prices[:, 1, 0]
-    marks = mark_prices(best_yes, np.where(best_no >= 0, ONE_DOLLAR - best_no, -1))
+    yes_ask = np.where(best_no >= 0, ONE_DOLLAR - best_no, -1)
+    marks = mark_prices(best_yes, yes_ask)
     return market_features(
         times=times,
         expiry_ms=int(times[-1]) if expiry_ms is None else expiry_ms,
@@ -131,17 +132,28 @@ def test_trade_flow_is_signed_by_the_taker_over_the_window():
     assert out[2, COLUMN["trade_volume_last"]] == pytest.approx(math.log1p(1) / math.log(1000))
 
 
-def test_time_left_runs_from_one_to_zero_at_expiry():
+def test_time_left_counts_the_last_hour_down_to_zero_at_expiry():
+    rows = [([(4500, 100)], [(5300, 100)])] * 4
+    out = features_for(rows, times=[0, 1_800_000, 5_400_000, 7_200_000])  # expiry: the last row
+    assert out[:, COLUMN["time_left_hour"]].tolist() == pytest.approx([1.0, 1.0, 0.5, 0.0])
+    assert out[3, COLUMN["time_left_log"]] == 0.0
+    assert out[0, COLUMN["time_left_log"]] == pytest.approx(math.log1p(120.0) / 10)
+
+
+def test_time_features_do_not_depend_on_when_the_rows_began():
+    # The live actor's window starts when it started, a tape when the recording did: the same
+    # row must give the same time features either way.
     rows = [([(4500, 100)], [(5300, 100)])] * 3
-    out = features_for(rows, times=[0, 30_000, 60_000])
-    assert out[:, COLUMN["time_left_fraction"]].tolist() == pytest.approx([1.0, 0.5, 0.0])
-    assert out[2, COLUMN["time_left_log"]] == 0.0
-    assert out[0, COLUMN["time_left_log"]] == pytest.approx(math.log1p(1.0) / 10)
+    early = features_for(rows, times=[0, 600_000, 1_200_000], expiry_ms=1_800_000)
+    late = features_for(rows[:1], times=[1_200_000], expiry_ms=1_800_000)
+    for name in ("time_left_hour", "time_left_log"):
+        assert early[2, COLUMN[name]] == late[0, COLUMN[name]]
+    assert late[0, COLUMN["time_left_hour"]] == pytest.approx(600_000 / 3_600_000)
 
 
 def test_rows_past_the_close_have_no_time_left():
     out = features_for([([(4500, 100)], [])] * 3, times=[0, 1000, 2000], expiry_ms=500)
-    assert out[:, COLUMN["time_left_fraction"]].tolist() == [1.0, 0.0, 0.0]
+    assert out[:, COLUMN["time_left_hour"]].tolist() == pytest.approx([500 / 3_600_000, 0.0, 0.0])
     assert out[1:, COLUMN["time_left_log"]].tolist() == [0.0, 0.0]
 
 
@@ -157,16 +169,28 @@ def test_an_unknown_close_gives_every_row_the_same_neutral_time_features():
         trade_takers=np.zeros(0, dtype=np.int8),
     )
     out = market_features(expiry_ms=None, **market)
-    assert out[:, COLUMN["time_left_fraction"]].tolist() == [UNKNOWN_TIME_LEFT_FRACTION] * len(rows)
+    assert out[:, COLUMN["time_left_hour"]].tolist() == [UNKNOWN_TIME_LEFT_HOUR] * len(rows)
     assert out[:, COLUMN["time_left_log"]].tolist() == [UNKNOWN_TIME_LEFT_LOG] * len(rows)
     known = market_features(expiry_ms=60_000, **market)
-    np.testing.assert_array_equal(np.delete(out, [COLUMN["time_left_fraction"], COLUMN["time_left_log"]], axis=1),
-                                  np.delete(known, [COLUMN["time_left_fraction"], COLUMN["time_left_log"]], axis=1))
+    np.testing.assert_array_equal(np.delete(out, [COLUMN["time_left_hour"], COLUMN["time_left_log"]], axis=1),
+                                  np.delete(known, [COLUMN["time_left_hour"], COLUMN["time_left_log"]], axis=1))
 
 
 def test_mark_is_the_floored_mid_carried_over_one_sided_books():
-    marks = mark_prices(np.array([-1, 4500, 4500, -1]), np.array([4700, 4800, -1, -1]))
-    assert marks.tolist() == [5000, 4650, 4650, 4650]
+    yes_bid, yes_ask = np.array([-1, 4500, 4500, -1]), np.array([4700, 4800, -1, -1])
+    mids = carried_mids(yes_bid, yes_ask)
+    assert mids.tolist() == [5000, 4650, 4650, 4650]
+    # Row 0 has only an ask at 0.47: the mark cannot sit above it.
+    assert mark_prices(yes_bid, yes_ask, mids).tolist() == [4700, 4650, 4650, 4650]
+
+
+def test_a_one_sided_book_holds_the_mark_within_its_quote():
+    # The last mid was 0.50; then only a YES bid at 0.95 (nobody sells YES): a YES contract is
+    # worth at least 0.95, and a NO contract bought at 0.05 is worth no more than 0.05.
+    yes_bid, yes_ask = np.array([4900, 9500, 6000, -1, -1]), np.array([5100, -1, -1, 300, -1])
+    mids = carried_mids(yes_bid, yes_ask)
+    assert mids.tolist() == [5000] * 5
+    assert mark_prices(yes_bid, yes_ask, mids).tolist() == [5000, 9500, 6000, 300, 5000]
 
 
 def test_portfolio_features_measure_money_against_the_largest_position():
@@ -264,21 +288,15 @@ def test_a_row_needs_only_the_history_rows_before_it():
     bit for bit, wherever the window starts."""
     n = 300
     market = random_market(n, 5)
-    expiry, start_ms = int(market["times"][-1]) + 60_000, int(market["times"][0])
+    expiry = int(market["times"][-1]) + 60_000
     whole = market_features(expiry_ms=expiry, **market)
     for row in (HISTORY_ROWS - 1, 150, n - 1):
         rows = window(market, row - HISTORY_ROWS + 1, row)
-        np.testing.assert_array_equal(market_features(expiry_ms=expiry, start_ms=start_ms, **rows)[-1], whole[row])
+        np.testing.assert_array_equal(market_features(expiry_ms=expiry, **rows)[-1], whole[row])
     # One row fewer is not enough: the long price move reaches back HISTORY_ROWS - 1 rows.
-    short = market_features(expiry_ms=expiry, start_ms=start_ms, **window(market, 250 - HISTORY_ROWS + 2, 250))
+    short = market_features(expiry_ms=expiry, **window(market, 250 - HISTORY_ROWS + 2, 250))
     move_long = MARKET_FEATURES.index("move_long")
     assert short[-1][move_long] != whole[250][move_long]
-
-
-def test_start_ms_after_the_first_row_is_refused():
-    market = random_market(5, 1)
-    with pytest.raises(ValueError, match="start_ms"):
-        market_features(expiry_ms=10_000, start_ms=int(market["times"][0]) + 1, **market)
 
 
 def test_the_builder_rewrites_only_what_changed_and_always_returns_the_full_observation():

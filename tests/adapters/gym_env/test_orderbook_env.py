@@ -378,7 +378,7 @@ def test_an_episode_is_one_market_from_its_first_row_to_its_last():
     tapes = compile_session(session, session_id=1, config=ReplayConfig(step_ms=1000, depth_levels=5))
     both = OrderbookEnv(tapes)
     alone = OrderbookEnv([tape(a, "A")])
-    time_left = MARKET_FEATURES.index("time_left_fraction")
+    time_left = MARKET_FEATURES.index("time_left_hour")
     actions = np.random.default_rng(0).integers(0, 5, size=20).tolist()
     runs = []
     for env, options in ((both, {"episode": 0}), (alone, None)):
@@ -392,4 +392,4 @@ def test_an_episode_is_one_market_from_its_first_row_to_its_last():
         assert done  # 20 seconds: rows at 0, 1, ..., 20 s -- 20 decisions, then the episode is over
         runs.append(np.array(seen))
     np.testing.assert_array_equal(runs[0], runs[1])  # market B never shows in A's episode
-    assert runs[0][0, time_left] == 1.0 and runs[0][-1, time_left] == 0.0
+    assert runs[0][0, time_left] == pytest.approx(20 / 3600) and runs[0][-1, time_left] == 0.0

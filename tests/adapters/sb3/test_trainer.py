@@ -177,6 +177,32 @@ def test_a_file_that_is_not_a_model_is_refused_by_name(tmp_path):
         trainer().load_policy(str(tmp_path / "notes.zip"))
 
 
+def test_a_model_trained_on_other_observation_features_is_refused(tapes, tmp_path):
+    import json
+    import zipfile
+
+    path = tmp_path / "model.zip"
+    trainer().train(tapes, total_timesteps=64, seed=0).save(str(path))
+    assert trainer().load_policy(str(path)) is not None
+
+    def rewrite(edit) -> None:
+        with zipfile.ZipFile(path) as archive:
+            entries = {name: archive.read(name) for name in archive.namelist()}
+        entry = json.loads(entries["kalshiflow.json"])
+        edit(entry)
+        entries["kalshiflow.json"] = json.dumps(entry).encode()
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, data in entries.items():
+                archive.writestr(name, data)
+
+    rewrite(lambda entry: entry["observation_features"].__setitem__(19, "time_left_fraction"))
+    with pytest.raises(ModelFileError, match="other observation features.*time_left_fraction, time_left_hour"):
+        trainer().load_policy(str(path))
+    rewrite(lambda entry: entry.update(format=1))
+    with pytest.raises(ModelFileError, match="format 1, this code reads 2: retrain"):
+        trainer().load_policy(str(path))
+
+
 def test_periodic_evaluation_never_falls_back_to_the_training_tapes(tapes, make_tapes):
     with pytest.raises(ValueError, match="no held-out eval_tapes"):
         trainer(eval_every=128).train(tapes, total_timesteps=256, seed=0)
