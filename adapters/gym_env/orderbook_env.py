@@ -1,7 +1,10 @@
 """``OrderbookEnv``: a Gymnasium environment over replayed markets and the simulated exchange.
 
 An episode is one market of one recorded session (a :class:`~domain.market_tape.MarketTape`),
-from its first snapshot to its resolution; an episode never spans two markets. At each step the
+from its first snapshot to its scheduled close -- where trading stops, as it does for the live
+actor -- or its resolution if that comes first (or there is no recorded close); an episode never
+spans two markets. The market's result, recorded later or not, settles the position at the end.
+At each step the
 agent sees the observation of row ``i`` (``domain.features``: built from data at or before that
 row's time), picks an action of its action space (``domain.actions``: the five-action
 ``single-size`` space or the 21-action ``sized`` one, per :class:`~domain.actions.ActionConfig`),
@@ -14,7 +17,8 @@ and the environment
 2. replays the market to row ``i + 1``: the order takes effect after the exchange's latency
    against the book as it stands then (crossing fills), rests in its level's queue, and the
    market log in between fills it or not (:mod:`adapters.simulated_exchange`),
-3. on the last row, settles the market through the ledger when the recording has its result,
+3. on the last row, settles the market through the ledger when the recording has its result
+   (orders still open there are cancelled: the market has closed),
 4. values the account at row ``i + 1``'s mark and pays the reward of
    :class:`~domain.rewards.RewardFunction` on the change.
 
@@ -44,6 +48,7 @@ observation's order block describes the market's latest open order, pending or r
 
 from __future__ import annotations
 
+import bisect
 import random
 import weakref
 from collections.abc import Sequence
@@ -78,10 +83,16 @@ class _TapeRows:
     exchange's view of the market is built the first time an episode asks for it: the compiled
     one (:class:`CompiledMarket`) or the reference one (:class:`ReplayedMarket`)."""
 
-    __slots__ = ("times", "yes_bid", "yes_ask", "marks", "features", "_market", "_compiled")
+    __slots__ = ("times", "yes_bid", "yes_ask", "marks", "features", "close_row", "last_row", "_market", "_compiled")
 
     def __init__(self, tape: MarketTape) -> None:
         self.times: list[int] = tape.times.tolist()
+        # The first row at or past the scheduled close: no decision is made there or later, as
+        # live. The episode ends there, or at the tape's end -- after one row at least: a tape
+        # recorded after its market closed gives one step where only HOLD is legal.
+        end = len(self.times) - 1
+        self.close_row = end if tape.close_ms is None else min(bisect.bisect_left(self.times, tape.close_ms), end)
+        self.last_row = max(1, self.close_row)
         self.yes_bid: list[int] = tape.bid_prices[:, 0, 0].tolist()
         self.yes_ask: list[int] = [ONE_DOLLAR - no if no >= 0 else -1 for no in tape.bid_prices[:, 1, 0].tolist()]
         self.marks: list[int] = tape.marks.tolist()
@@ -202,7 +213,7 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
         rows = _TapeRows.of(tape)
         self._times, self._yes_bid, self._yes_ask = rows.times, rows.yes_bid, rows.yes_ask
         self._marks, self._features = rows.marks, rows.features
-        self._last_row = tape.steps - 1
+        self._last_row, self._close_row = rows.last_row, rows.close_row
         self._row = 0
         self._ledger = Ledger(self.initial_cash)
         # The exchange draws from its own generator (the probabilistic queue model), seeded here;
@@ -339,7 +350,7 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
     def _update_mask(self, position: int) -> None:
         """The legal actions at the current row, for the market's ``position`` (count units)."""
         row = self._row
-        if row >= self._last_row:
+        if row >= self._close_row:  # the episode's end, or a market that has closed
             self._legal, self._mask_array = self._hold_only, self._hold_only_array
             return
         buying_power = self._exchange.buying_power(self._ticker)

@@ -97,6 +97,39 @@ def test_an_unresolved_recording_truncates_instead_of_terminating():
     assert done == (False, True)
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+def test_trading_stops_at_the_scheduled_close_and_the_result_still_settles(compiled):
+    # Closes at 3 s, resolves at 10 s (Kalshi settles after the close). A resting bid would fill
+    # on the trade at 5 s -- after the close, where no order can fill -- and the live actor makes
+    # no decision past the close: the episode ends at the close's row, settled by the result.
+    events = [
+        MarketScheduled("T", -5, close_ms=3_000, expiration_ms=10_000),
+        BookSnapshot("T", 1, 0, yes=((4500, 20 * C),), no=((5300, 20 * C),)),
+        PublicTrade("T", 5_000, "after-close", 4400, 20 * C, Side.NO),
+        MarketResolved("T", 10_000, Side.YES),
+    ]
+    env = OrderbookEnv([tape(events)], actions=ActionConfig(pricing=PricingStrategy.PASSIVE), compiled=compiled)
+    _, info = env.reset(seed=0)
+    assert info["steps"] == 3  # rows at 0, 1 and 2 s decide; the row at 3 s is the close
+    env.step(Action.HOLD)
+    _, _, terminated, _, info = env.step(Action.BUY_YES)  # a bid at 0.45, resting at the close
+    assert not terminated and env.open_order is not None
+    _, _, terminated, truncated, info = env.step(Action.HOLD)
+    assert (terminated, truncated) == (True, False)
+    assert info["position"] == 0 and info["portfolio_value"] == START  # never filled; cancelled
+    with pytest.raises(RuntimeError, match="ended"):
+        env.step(Action.HOLD)
+
+
+def test_a_tape_recorded_after_its_close_allows_only_hold():
+    events = [MarketScheduled("T", -5, close_ms=0), *quiet_market()]
+    env = OrderbookEnv([tape(events)])
+    _, info = env.reset(seed=0)
+    assert info["action_mask"].tolist() == [True, False, False, False, False]
+    *_, terminated, _, info = env.step(Action.BUY_YES)
+    assert terminated and info["illegal_action"] and info["position"] == 0
+
+
 def test_illegal_actions_do_nothing_and_are_counted():
     env = OrderbookEnv([tape(quiet_market())])
     _, info = env.reset(seed=0)
