@@ -28,10 +28,13 @@ cannot know. A recording without one gets the features' neutral values
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import json
 import logging
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -43,6 +46,7 @@ from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, 
 from domain.features import FEATURE_NAMES, market_features
 from domain.market_tape import LOG_TRADE_YES_TAKER, NO_LEVEL, MarketTape, mark_prices
 from domain.orderbook import OrderBook
+from domain.ticks import coarsest_structure
 from domain.ports import OrderbookStore, SessionInfo
 from domain.values import ONE_DOLLAR, Side
 
@@ -184,6 +188,7 @@ def compile_market(
         expiry_ms=end_ms,
         result=result,
         close_ms=close_ms,
+        price_levels=coarsest_structure(itertools.chain(log.prices, trade_prices)),
         log_offsets=log_offsets,
         log_times=np.asarray(log.times, dtype=np.int64),
         log_kinds=np.asarray(log.kinds, dtype=np.int8),
@@ -256,9 +261,20 @@ async def load_tapes(
     return tapes
 
 
+@functools.cache
+def _compiler_digest() -> str:
+    """The source of the code that shapes a tape: a change to a feature's window or a rule of
+    compilation makes every cached tape stale, whether or not TAPE_FORMAT_VERSION was bumped."""
+    digest = hashlib.sha256()
+    for name in ("domain.features", "domain.market_tape", "domain.ticks", "domain.orderbook", __name__):
+        digest.update(Path(sys.modules[name].__file__ or "").read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def _fingerprint(info: SessionInfo, config: ReplayConfig) -> str:
     described = {
         "format": TAPE_FORMAT_VERSION,
+        "compiler": _compiler_digest(),
         "features": FEATURE_NAMES,
         "config": attrs.asdict(config),
         "session": [
@@ -307,6 +323,7 @@ def _write_tapes(path: Path, tapes: Sequence[MarketTape]) -> None:
                 "step_ms": tape.step_ms,
                 "expiry_ms": tape.expiry_ms,
                 "close_ms": tape.close_ms,
+                "price_levels": tape.price_levels,
                 "result": None if tape.result is None else int(tape.result),
             }
         )
@@ -328,6 +345,7 @@ def _read_tapes(path: Path) -> list[MarketTape]:
                 step_ms=item["step_ms"],
                 expiry_ms=item["expiry_ms"],
                 close_ms=item["close_ms"],
+                price_levels=item["price_levels"],
                 result=None if item["result"] is None else Side(item["result"]),
                 **{name: archive[f"{index}_{name}"] for name in _ARRAYS},
             )

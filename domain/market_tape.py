@@ -32,6 +32,7 @@ import hashlib
 import attrs
 import numpy as np
 
+from domain.ticks import check_structure
 from domain.values import ONE_DOLLAR, Side
 
 NO_LEVEL = -1  # the price of a depth slot with no bid in it
@@ -72,6 +73,8 @@ class MarketTape:
     expiry_ms: int  # when the tape ends: its resolution time, or its last event (never a feature)
     result: Side | None  # how the market resolved; None when the recording has no resolution
     close_ms: int | None = None  # the scheduled close, known in advance; the time features' expiry
+    # The market's tick grid (domain.ticks): the coarsest one holding every recorded price.
+    price_levels: str = attrs.field(default="linear_cent", validator=lambda _i, _a, value: check_structure(value))
 
     def __attrs_post_init__(self) -> None:
         n = len(self.times)

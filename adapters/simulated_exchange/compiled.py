@@ -22,7 +22,6 @@ from adapters.simulated_exchange.exchange import (
     NOTHING_TO_REDUCE,
     POST_ONLY_CROSSES,
     REDUCE_TOO_BIG,
-    PRICE_LEVEL_STRUCTURES,
     ExchangeConfig,
     ExchangeError,
     Execution,
@@ -31,7 +30,6 @@ from adapters.simulated_exchange.exchange import (
     book_fill,
     book_terms,
     pending_order,
-    off_grid,
     refusal_reason,
     settle_market,
     too_early,
@@ -44,6 +42,7 @@ from domain.fees import FeeSchedule
 from domain.ledger import Ledger
 from domain.market_tape import MarketTape
 from domain.orders import Order, OrderRequest, OrderSide, OrderStatus, TimeInForce
+from domain.ticks import check_structure, off_grid
 from domain.values import LADDER_SIZE, Side
 
 _BID = OrderSide.BID
@@ -71,11 +70,12 @@ def check_supported(config: ExchangeConfig) -> None:
 class CompiledMarket:
     """A tape's arrays in the kernel's layout, built once per tape and shared by its episodes."""
 
-    __slots__ = ("ticker", "last_row", "times", "log_offsets", "log", "bids", "level_offsets", "level_entries",
+    __slots__ = ("ticker", "price_levels", "last_row", "times", "log_offsets", "log", "bids", "level_offsets", "level_entries",
                  "time_list", "log_offset_list")  # fmt: skip
 
     def __init__(self, tape: MarketTape) -> None:
         self.ticker = tape.ticker
+        self.price_levels = tape.price_levels  # the tick grid orders must be on
         self.times = np.ascontiguousarray(tape.times, dtype=np.int64)
         self.last_row = len(self.times) - 1
         self.log_offsets = np.ascontiguousarray(tape.log_offsets, dtype=np.int64)
@@ -123,10 +123,7 @@ class CompiledExchange:
     def open_market(self, market: CompiledMarket, *, price_levels: str | None = None) -> None:
         if self._market is not None:
             raise ExchangeError(f"the compiled exchange replays one market; {self._market.ticker} is open")
-        grid = self.config.price_levels if price_levels is None else price_levels
-        if grid not in PRICE_LEVEL_STRUCTURES:
-            raise ValueError(f"price_levels must be one of {', '.join(PRICE_LEVEL_STRUCTURES)}, got {grid!r}")
-        self._grid = grid
+        self._grid = check_structure(market.price_levels if price_levels is None else price_levels, name="price_levels")
         self._market = market
         self._state = np.zeros(k.STATE_SIZE, dtype=np.int64)
         self._state[k.NOW] = self._state[k.SENT] = market.times[0]

@@ -53,8 +53,8 @@ orders the way Kalshi's matching engine would have, as far as the recording can 
   cancels the market's orders and settles it through the ledger.
 
 * **Tick grid.** An order (or an amend) at a price off its market's tick grid
-  (:attr:`ExchangeConfig.price_levels`, or the market's own given to :meth:`~SimulatedExchange.open_market`:
-  Kalshi's ``price_level_structure``, ``linear_cent`` by default) is refused as it is sent, as
+  (Kalshi's ``price_level_structure``: the replayed tape's, :attr:`MarketTape.price_levels`, unless
+  :meth:`~SimulatedExchange.open_market` is given another) is refused as it is sent, as
   Kalshi answers ``invalid_price``; the reason names the price and the tick.
 
 One order book per market, one account. Orders are refused at effect time with a reason in
@@ -83,6 +83,7 @@ from domain.fees import FeeSchedule
 from domain.ledger import Ledger
 from domain.market_tape import LOG_TRADE_NO_TAKER
 from domain.orders import Fill, Order, OrderRequest, OrderSide, OrderStatus, TimeInForce
+from domain.ticks import CENT, check_structure, off_grid
 from domain.values import ONE_DOLLAR, Side
 
 DEFAULT_LATENCY_MS = 100
@@ -108,49 +109,14 @@ def _refill(_instance: object, attribute: attrs.Attribute, value: int | None) ->
         raise ValueError(f"{attribute.name} must be None or a positive integer of milliseconds, got {value!r}")
 
 
-# Kalshi's tick grids (a market's ``price_level_structure``), in price units ($0.0001).
-PRICE_LEVEL_STRUCTURES = ("linear_cent", "tapered_deci_cent", "deci_cent")
-_CENT, _DECI_CENT = 100, 10
-
-
-def tick_at(structure: str, price: int) -> int:
-    """The tick size at ``price`` on a ``structure`` grid: ``linear_cent`` $0.01 everywhere,
-    ``deci_cent`` $0.001 everywhere, ``tapered_deci_cent`` $0.001 below $0.10 and above $0.90
-    and $0.01 between."""
-    if structure == "linear_cent":
-        return _CENT
-    if structure == "deci_cent" or price < 1_000 or price > 9_000:
-        return _DECI_CENT
-    return _CENT
-
-
-def _dollars(price: int) -> str:
-    return f"${price // ONE_DOLLAR}.{price % ONE_DOLLAR:04d}"
-
-
-def off_grid(structure: str, price: int) -> str | None:
-    """Why ``price`` cannot be ordered on a ``structure`` market (Kalshi's 400 ``invalid_price``),
-    or None when it is on the grid."""
-    tick = tick_at(structure, price)
-    if not price % tick:
-        return None
-    return f"price {_dollars(price)} is off the tick grid: a {structure} market has ticks of {_dollars(tick)} there"
-
-
-def _structure(_instance: object, attribute: attrs.Attribute, value: str) -> None:  # type: ignore[type-arg]
-    if value not in PRICE_LEVEL_STRUCTURES:
-        raise ValueError(f"{attribute.name} must be one of {', '.join(PRICE_LEVEL_STRUCTURES)}, got {value!r}")
-
-
 @attrs.frozen
 class ExchangeConfig:
-    """How the simulated exchange fills: latency, queue model, when consumed liquidity returns,
-    and the markets' tick grid (unless a market is opened with its own)."""
+    """How the simulated exchange fills: latency, queue model, when consumed liquidity returns
+    (each market's tick grid is its tape's)."""
 
     latency_ms: int = attrs.field(default=DEFAULT_LATENCY_MS, validator=_latency)  # from sending to effect
     queue_model: QueueModel = attrs.field(factory=RiskAverseQueueModel)
     liquidity_refill_ms: int | None = attrs.field(default=None, validator=_refill)  # None: the replay decides
-    price_levels: str = attrs.field(default="linear_cent", validator=_structure)  # price_level_structure
 
 
 @attrs.frozen
@@ -351,11 +317,10 @@ class SimulatedExchange:
     # -- markets ----------------------------------------------------------------------------
     def open_market(self, market: ReplayedMarket, *, price_levels: str | None = None) -> None:
         """Start replaying ``market`` from its first row; ``price_levels``, its tick grid (Kalshi's
-        ``price_level_structure``), defaults to the configuration's."""
+        ``price_level_structure``), defaults to the tape's."""
         if market.ticker in self._replays:
             raise ExchangeError(f"market {market.ticker} is already being replayed")
-        grid = self.config.price_levels if price_levels is None else price_levels
-        _structure(None, attrs.fields(ExchangeConfig).price_levels, grid)
+        grid = check_structure(market.price_levels if price_levels is None else price_levels, name="price_levels")
         self._replays[market.ticker] = _Replay(market, self.config.liquidity_refill_ms, grid)
 
     # -- state ------------------------------------------------------------------------------
@@ -387,7 +352,7 @@ class SimulatedExchange:
         if replacing:
             self.cancel_all(request.ticker, ts_ms=ts_ms)
         order = self._new_order(request, ts_ms)
-        if request.price % _CENT and self._refused_off_grid(replay, order, ts_ms):
+        if request.price % CENT and self._refused_off_grid(replay, order, ts_ms):
             return order
         replay.open.append(order)
         replay.requests.append(_Request(_NEW, ts_ms + self._latency, order, request))
@@ -421,7 +386,7 @@ class SimulatedExchange:
         )
         replay = self._sending(old.ticker, ts_ms)
         order = self._new_order(request, ts_ms)
-        if price % _CENT and self._refused_off_grid(replay, order, ts_ms):
+        if price % CENT and self._refused_off_grid(replay, order, ts_ms):
             return order  # refused as sent: the old order stands
         replay.open.append(order)
         replay.requests.append(_Request(_REPLACE, ts_ms + self._latency, order, request, old, count))

@@ -82,7 +82,7 @@ class SimulatedOrderGateway:
 
     # -- the replay ------------------------------------------------------------------------------
     def open_market(self, market: ReplayedMarket, *, price_levels: str | None = None) -> None:
-        """Replay ``market``; ``price_levels``, its tick grid, defaults to the exchange's configuration's."""
+        """Replay ``market``; ``price_levels``, its tick grid, defaults to its tape's."""
         self.exchange.open_market(market, price_levels=price_levels)
         self._markets[market.ticker] = market
         self._rows[market.ticker] = 0

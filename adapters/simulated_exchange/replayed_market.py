@@ -21,6 +21,7 @@ from domain.values import LADDER_SIZE
 class ReplayedMarket:
     __slots__ = (
         "ticker",
+        "price_levels",
         "last_row",
         "times",
         "bids",
@@ -34,6 +35,7 @@ class ReplayedMarket:
 
     def __init__(self, tape: MarketTape) -> None:
         self.ticker = tape.ticker
+        self.price_levels = tape.price_levels  # the tick grid orders must be on
         self.times: list[int] = tape.times.tolist()
         self.last_row = len(self.times) - 1
         prices, counts = tape.bid_prices.tolist(), tape.bid_counts.tolist()

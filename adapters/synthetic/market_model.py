@@ -53,9 +53,10 @@ import attrs
 
 from domain.events import BookDelta, BookSnapshot, MarketEvent, MarketResolved, MarketScheduled, PublicTrade
 from domain.orderbook import OrderBook
+from domain.ticks import PRICE_LEVEL_STRUCTURES
 from domain.values import LADDER_SIZE, ONE_CONTRACT, ONE_DOLLAR, Side
 
-TICK_STRUCTURES = ("linear_cent", "deci_cent", "tapered_deci_cent")
+TICK_STRUCTURES = PRICE_LEVEL_STRUCTURES  # the markets' price_level_structure
 DEFAULT_START_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 NOISE = -1  # the owner of noise traders' and takers' resting orders

@@ -9,6 +9,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from adapters.gym_env import ENV_ID, OrderbookEnv
 from adapters.simulated_exchange import ExchangeConfig
+from adapters.synthetic.market_model import SyntheticMarketConfig, generate_recording
 from application.replay import ReplayConfig, compile_market, compile_session
 from domain.actions import Action, ActionConfig, ActionSpace, ActionSpaceMismatch, PricingStrategy
 from domain.events import BookDelta, BookSnapshot, MarketResolved, MarketScheduled, PublicTrade
@@ -128,6 +129,23 @@ def test_a_tape_recorded_after_its_close_allows_only_hold():
     assert info["action_mask"].tolist() == [True, False, False, False, False]
     *_, terminated, _, info = env.step(Action.BUY_YES)
     assert terminated and info["illegal_action"] and info["position"] == 0
+
+
+@pytest.mark.parametrize("pricing", list(PricingStrategy))
+def test_a_sub_cent_market_is_traded_on_its_own_grid(pricing):
+    # A deci-cent market's book sits at prices like $0.445: orders priced off it must be accepted.
+    recording = generate_recording(SyntheticMarketConfig(seed=2, markets=1, duration_ms=60_000, tick_structure="deci_cent"))
+    tapes = compile_session(recording, session_id=1, config=ReplayConfig())
+    assert [t.price_levels for t in tapes] == ["deci_cent"]
+    env = OrderbookEnv(tapes, actions=ActionConfig(pricing=pricing))
+    rng = np.random.default_rng(0)
+    env.reset(seed=0)
+    done = False
+    while not done:
+        *_, terminated, truncated, info = env.step(int(rng.choice(np.flatnonzero(env.action_masks()))))
+        done = terminated or truncated
+    assert info["orders_placed"] > 10
+    assert [r.reason for r in env._exchange.rejections if "tick grid" in r.reason] == []
 
 
 def test_illegal_actions_do_nothing_and_are_counted():

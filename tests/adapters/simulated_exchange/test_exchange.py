@@ -23,7 +23,6 @@ from adapters.simulated_exchange import (
     SimulatedExchange,
 )
 from adapters.simulated_exchange.compiled import CompiledExchange, CompiledMarket
-from adapters.simulated_exchange.exchange import tick_at
 from application.replay import ReplayConfig, compile_market
 from domain.events import BookDelta, BookSnapshot, MarketResolved, PublicTrade
 from domain.actions import cash_required
@@ -68,13 +67,13 @@ def market(*events, ticker="T", result=YES):
 
 def venue(*events, latency_ms=0, queue_model=None, refill_ms=None, cash=START, fees=None, rng=None, grid="linear_cent"):
     ledger = Ledger(cash)
-    config = ExchangeConfig(latency_ms, queue_model or RiskAverseQueueModel(), refill_ms, price_levels=grid)
+    config = ExchangeConfig(latency_ms, queue_model or RiskAverseQueueModel(), refill_ms)
     fees = fees or FeeSchedule.kalshi_standard()
     if _chosen["compiled"]:
         exchange = CompiledExchange(ledger, fees, config=config)
     else:
         exchange = SimulatedExchange(ledger, fees, config=config, rng=rng)
-    exchange.open_market(market(*events))
+    exchange.open_market(market(*events), price_levels=grid)
     return exchange, ledger
 
 
@@ -673,12 +672,21 @@ def test_each_price_level_structure_has_its_grid(grid, price, tick):
     assert send(exchange, bid({"deci_cent": 4550, "tapered_deci_cent": 950}[grid], C), 0)[0].status is OrderStatus.RESTING
 
 
-def test_tick_sizes():
-    assert [tick_at("linear_cent", p) for p in (50, 5000, 9950)] == [100, 100, 100]
-    assert [tick_at("deci_cent", p) for p in (50, 5000, 9950)] == [10, 10, 10]
-    assert [tick_at("tapered_deci_cent", p) for p in (990, 1000, 5000, 9000, 9010)] == [10, 100, 100, 100, 10]
+def test_an_unknown_grid_is_refused():
     with pytest.raises(ValueError, match="price_levels"):
-        ExchangeConfig(price_levels="cent")
+        venue(grid="cent")
+
+
+def test_a_market_is_replayed_on_its_tapes_grid():
+    recorded = [book("D"), BookDelta("D", None, 500, YES, 4450, C), MarketResolved("D", 10_000, YES)]
+    tape = compile_market(recorded, ticker="D", session_id=1, config=ReplayConfig(step_ms=1000, depth_levels=5))
+    assert tape.price_levels == "deci_cent"  # a $0.445 bid was recorded
+    market = CompiledMarket(tape) if _chosen["compiled"] else ReplayedMarket(tape)
+    exchange = (CompiledExchange if _chosen["compiled"] else SimulatedExchange)(
+        Ledger(START), FeeSchedule.kalshi_standard(), config=ExchangeConfig(latency_ms=0)
+    )
+    exchange.open_market(market)
+    assert send(exchange, bid(4450, C, ticker="D"), 0)[0].status is OrderStatus.RESTING
 
 
 @reference_only
