@@ -376,7 +376,9 @@ class SimulatedExchange:
     ) -> Order:
         """Cancel-and-replace: ``order_id`` is cancelled and a new order at ``price`` joins the back
         of its level, for ``count`` (the new total, filled + resting) minus what the old order has
-        filled by then. Returns the new order, ``PENDING``."""
+        filled by then; a same-price size decrease keeps the old order's place. An amend refused
+        when it lands (post-only cross, cash, nothing left above the filled) changes nothing: the
+        old order stands, as on Kalshi. Returns the new order, ``PENDING``."""
         old = self._open_order(order_id)
         if count <= old.filled:
             raise ExchangeError(f"amend of {order_id}: new total {count} must exceed the {old.filled} already filled")
@@ -464,21 +466,34 @@ class SimulatedExchange:
             if not old.status.is_open:
                 self._reject(replay, order, f"order {old.order_id} is no longer open: nothing to amend")
                 return
-            if old.status is _RESTING and order.price == old.price and request.total < old.count:
-                self._keep_place(replay, old, order, request.total - old.filled)
-                return
-            self._close(replay, old)
-            old.cancel()
+            # A refused amend changes nothing: the old order stands (as on Kalshi).
             count = request.total - old.filled
-            if count <= 0:
+            if count <= 0:  # it filled past the new total while the amend travelled
                 self._reject(replay, order, f"amend total {request.total} is not above the {old.filled} filled")
+                return
+            if old.status is _RESTING and order.price == old.price and request.total < old.count:
+                self._keep_place(replay, old, order, count)
                 return
             if count < order.count:
                 order.count = count  # positive, checked above (Order validates at construction only)
+            assert request.request is not None
+            taking = self._take_effect(replay, order, request.request, freeing=old)
+            if taking is not None:
+                self._close(replay, old)
+                old.cancel()
+                self._fill_and_rest(replay, order, taking, executions)
+            return
         assert request.request is not None
-        self._activate(replay, order, request.request, executions)
+        taking = self._take_effect(replay, order, request.request)
+        if taking is not None:
+            self._fill_and_rest(replay, order, taking, executions)
 
-    def _activate(self, replay: _Replay, order: Order, request: OrderRequest, executions: list[Execution]) -> None:
+    def _take_effect(
+        self, replay: _Replay, order: Order, request: OrderRequest, *, freeing: Order | None = None
+    ) -> list[tuple[int, int, int]] | None:
+        """Whether ``order`` may take effect now: the crossing levels it would take, best first
+        (``(other side's bid price, YES price, available)``), or None when it is refused (and
+        rejected). ``freeing``: an order this one replaces, whose reservation it may use."""
         market, now, cursor = replay.market, replay.now, replay.cursor
         is_bid = order.side is _BID
         side, price = (0, order.price) if is_bid else (1, ONE_DOLLAR - order.price)  # the bid it makes
@@ -520,7 +535,7 @@ class SimulatedExchange:
         elif order.time_in_force is _FILL_OR_KILL and available < order.count:
             problem = refusal_reason(FILL_OR_KILL_SHORT, order, available)
         else:
-            spendable = self.ledger.cash - self._reserved_by_others(order)
+            spendable = self.ledger.cash - self._reserved_by_others(order, freeing)
             # else affordable whatever the prices, the position and the per-fill fee roundings
             if spendable < self._dearest(order.count) + (len(levels) + 1) * self.fees.account_increment_micros:
                 required = self._cost_to_take_effect(order, levels, position)
@@ -528,8 +543,18 @@ class SimulatedExchange:
                     problem = refusal_reason(CASH_SHORT, order, required, spendable)
         if problem is not None:
             self._reject(replay, order, problem)
-            return
+            return None
+        return levels
 
+    def _fill_and_rest(
+        self, replay: _Replay, order: Order, levels: list[tuple[int, int, int]], executions: list[Execution]
+    ) -> None:
+        """``order`` takes effect: it takes the crossing ``levels``, then rests (good till
+        cancelled) or is done."""
+        market, now, cursor, consumed = replay.market, replay.now, replay.cursor, replay.consumed
+        is_bid = order.side is _BID
+        side, price = (0, order.price) if is_bid else (1, ONE_DOLLAR - order.price)  # the bid it makes
+        other = 1 - side
         left = order.count - order.filled
         for q, yes_price, size in levels:
             take = size if size < left else left
@@ -543,7 +568,7 @@ class SimulatedExchange:
         elif order.time_in_force is _GOOD_TILL_CANCELED:
             order.status = _RESTING
             level = market.level_size(side, price, cursor)
-            ahead = level - consumed.remaining(side, price, cursor, now) if taken else level
+            ahead = level - consumed.remaining(side, price, cursor, now) if consumed.taken else level
             replay.resting.append(_Resting(order, self._queue_model.join(level, ahead)))
         else:
             self._close(replay, order)
@@ -762,10 +787,10 @@ class SimulatedExchange:
         position = self.ledger.quantity(order.ticker)
         return cash_required(order.side, order.price, order.remaining, position, self.fees)
 
-    def _reserved_by_others(self, order: Order) -> int:
+    def _reserved_by_others(self, order: Order, freeing: Order | None = None) -> int:
         reserved = 0
         for replay in self._replays.values():
             for other in replay.open:
-                if other is not order:
+                if other is not order and other is not freeing:
                     reserved += self._reservation(other)
         return reserved

@@ -470,6 +470,43 @@ def test_an_amend_that_lands_after_the_order_filled_is_refused():
     assert "no longer open" in exchange.rejections[0].reason
 
 
+@reference_only
+@pytest.mark.parametrize("traded", [25, 27])  # the old order fills 5 (the new total) or 7 (past it)
+def test_a_size_decrease_that_lands_after_fills_reaching_the_new_total_is_refused(traded):
+    # Our bid 0.45 x 10 joins behind 20; a sale of `traded` at 0.45 eats those 20 and then ours,
+    # while an amend to a total of 5 travels. Nothing is left to keep: the amend is refused.
+    exchange, _ = venue(trade(1100, 4500, traded * C, NO), latency_ms=200)
+    old = exchange.submit(bid(4500, 10 * C), ts_ms=0)
+    exchange.advance("T", 1)
+    new = exchange.amend(old.order_id, price=4500, count=5 * C, ts_ms=1000)  # lands at 1200
+    exchange.advance("T", 2)
+    assert old.filled == (traded - 20) * C and new.status is OrderStatus.REJECTED
+    assert "is not above the" in exchange.rejections[0].reason
+    assert old.status is OrderStatus.RESTING and exchange.open_orders("T") == [old]  # it stands
+    exchange.advance("T", 9)  # and nothing breaks later
+
+
+@reference_only
+def test_a_refused_amend_leaves_the_old_order_standing():
+    # A post-only bid 0.45 x 5 amended to 0.47 would cross the ask: refused, the bid still rests.
+    exchange, _ = venue()
+    old, _ = send(exchange, bid(4500, 5 * C, post_only=True), 0)
+    new = exchange.amend(old.order_id, price=4700, count=5 * C, ts_ms=0)
+    exchange.advance("T", 0)
+    assert new.status is OrderStatus.REJECTED and exchange.rejections[0].reason == "post-only order would cross the book"
+    assert old.status is OrderStatus.RESTING and exchange.open_orders("T") == [old]
+    # $3 of cash: a bid 0.20 x 5 ($1 + fee reserved) amended to 20 contracts ($4) is refused.
+    exchange, _ = venue(cash=3 * MONEY_SCALE)
+    old, _ = send(exchange, bid(2000, 5 * C), 0)
+    new = exchange.amend(old.order_id, price=2000, count=20 * C, ts_ms=0)
+    exchange.advance("T", 0)
+    assert new.status is OrderStatus.REJECTED and old.status is OrderStatus.RESTING
+    # Its reservation counts for the replacement: 0.20 x 12 ($2.40 + fee) fits in the $3.
+    new = exchange.amend(old.order_id, price=2000, count=12 * C, ts_ms=0)
+    exchange.advance("T", 0)
+    assert new.status is OrderStatus.RESTING and old.status is OrderStatus.CANCELED
+
+
 # ---------------------------------------------------------------------------------------------
 # Settlement, money and errors
 # ---------------------------------------------------------------------------------------------
