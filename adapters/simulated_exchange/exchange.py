@@ -41,7 +41,7 @@ orders the way Kalshi's matching engine would have, as far as the recording can 
   order, as the live gateway does it; ``count`` is the new total (filled + resting), as on Kalshi.
   As on Kalshi, queue priority survives only a size decrease: an amend of a resting order at the
   same price to a smaller total keeps its place in the queue (the replacement takes it); any
-  other amend joins the back of its level.
+  other amend joins the back of its level. An amend refused when it lands changes nothing.
 * **Money.** Every fill is booked in the :class:`~domain.ledger.Ledger`, and the cash never goes
   negative. An order is refused when it takes effect unless the account can pay for it in full,
   counting what the other open orders have reserved: its crossing part at what it will cost (each
