@@ -1,8 +1,8 @@
 """Training an agent on recorded sessions, and registering the model it produced.
 
 The model is registered before training starts (status ``training``), so a run that dies is
-visible in the registry; it is marked ``failed`` if training raises, ``trained`` once the model
-is saved (a version still ``training`` is a run in progress, or one whose process died; it is
+visible in the registry; it is marked ``failed`` if training raises or is cancelled (Ctrl-C: the
+trainer is asked to stop at its next step), ``trained`` once the model is saved (a version still ``training`` is a run in progress, or one whose process died; it is
 never active before a held-out evaluation passes, :func:`application.evaluation.promote_evaluated`).
 Weights are saved under
 ``models_dir`` as one file per version, its periodic checkpoints in the directory beside it
@@ -14,6 +14,8 @@ training measured (speed, rewards, periodic evaluations) goes into the version's
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -148,9 +150,8 @@ async def train_on_tapes(
         name, algorithm=trainer.algorithm, path=str(path), created_ms=created_ms, hyperparameters=hyperparameters
     )
     try:
-        # CPU-bound for a minute or more: off the event loop, so the process stays responsive.
-        agent = await asyncio.to_thread(
-            trainer.train,
+        agent = await _train_in_thread(
+            trainer,
             tapes,
             total_timesteps=total_timesteps,
             seed=seed,
@@ -180,6 +181,22 @@ async def train_on_tapes(
         steps_per_pass=sum(tape.steps - 1 for tape in tapes),
         chart=chart,
     )
+
+
+async def _train_in_thread(trainer: AgentTrainer, tapes: Sequence[MarketTape], **options: Any) -> TrainedAgent:
+    """``trainer.train`` off the event loop (CPU-bound for a minute or more, so the process stays
+    responsive). A thread cannot be cancelled: when this coroutine is (Ctrl-C), it asks the
+    trainer to stop at its next step, waits for the thread to end, then lets the cancellation
+    through -- the run is not left training in the background to the full timesteps."""
+    stop = threading.Event()
+    running = asyncio.ensure_future(asyncio.to_thread(trainer.train, tapes, stop=stop, **options))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        stop.set()
+        with contextlib.suppress(BaseException):  # what it trained is discarded, as is its failure
+            await running
+        raise
 
 
 def write_training_chart(metrics: Mapping[str, Any], path: Path, *, title: str) -> Path:

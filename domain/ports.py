@@ -415,6 +415,14 @@ class TrainedAgent(Protocol):
 
 
 @runtime_checkable
+class StopRequest(Protocol):
+    """Set by the caller to ask a running training to stop (a ``threading.Event`` is one): the
+    trainer checks it at every step and returns early once it is set."""
+
+    def is_set(self) -> bool: ...
+
+
+@runtime_checkable
 class AgentTrainer(Protocol):
     """Trains agents on market tapes (Stable-Baselines3) and loads the ones it saved."""
 
@@ -434,10 +442,13 @@ class AgentTrainer(Protocol):
         eval_tapes: Sequence[MarketTape] | None = None,
         checkpoint_dir: str | None = None,
         run_name: str | None = None,
+        stop: StopRequest | None = None,
     ) -> TrainedAgent:
         """Same tapes, seed and settings: the same model. ``eval_tapes`` (held-out markets) are
         what periodic evaluation plays, when the trainer evaluates; ``checkpoint_dir`` receives
-        periodic checkpoints; ``run_name`` labels the run's logs."""
+        periodic checkpoints; ``run_name`` labels the run's logs. Once ``stop`` is set (from
+        another thread) training ends at its next step and returns what it trained so far, with
+        ``metrics['stopped']`` true."""
         ...
 
     def load_policy(self, path: str) -> Policy: ...

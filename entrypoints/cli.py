@@ -482,7 +482,8 @@ def add_learning_commands(commands: argparse._SubParsersAction) -> None:
             "Replay recorded sessions through the Gymnasium environment and train a Stable-Baselines3 "
             "agent on them (orders of $RL_ACTOR_CONTRACT_SIZE contracts). The model is saved under "
             "$RL_DATA_DIR/models and registered (status 'training' while the run goes on, 'trained' once it "
-            "finishes); evaluate it on held-out sessions with `evaluate MODEL_ID --sessions ID... --promote`, "
+            "finishes; Ctrl-C stops training at its next step and marks the version 'failed'); evaluate it on "
+            "held-out sessions with `evaluate MODEL_ID --sessions ID... --promote`, "
             "which promotes it only if it beats the baselines (`models promote` does the same check)."
         ),
     )

@@ -16,6 +16,8 @@ What one run does, in order:
   logs, periodic checkpoints (model files, loadable as policies) and periodic evaluation on the
   held-out tapes given as ``eval_tapes`` (mean episode reward, logged and returned as metrics;
   ``eval_every`` without them, or them without it, is refused: never the training tapes);
+* when the caller passes a ``stop`` request, a callback that ends training at the next step
+  once it is set (:class:`StopOnRequest`);
 * always, the training curve (:class:`TrainingCurve`: mean episode reward per rollout), returned
   in the metrics as ``training_curve`` (the application plots it).
 
@@ -51,6 +53,7 @@ from adapters.sb3.rollout_policy import FastActorCriticPolicy, FastMaskablePolic
 from adapters.sb3.settings import TrainingOptions
 from adapters.sb3.vec_env import ObservationNormalize, vectorised
 from domain.market_tape import MarketTape
+from domain.ports import StopRequest
 
 EnvFactory = Callable[[Sequence[MarketTape]], gym.Env]
 
@@ -80,6 +83,7 @@ class Sb3Trainer:
         eval_tapes: Sequence[MarketTape] | None = None,
         checkpoint_dir: str | None = None,
         run_name: str | None = None,
+        stop: StopRequest | None = None,
     ) -> Sb3Agent:
         if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) or total_timesteps < 1:
             raise ValueError(f"total_timesteps must be an integer >= 1, got {total_timesteps!r}")
@@ -101,6 +105,9 @@ class Sb3Trainer:
         environments = self._environments(tapes, options.n_envs, seed=seed, start_pool=start_pool)
         curve = TrainingCurve()
         callbacks: list[BaseCallback] = [curve]
+        stopper = StopOnRequest(stop) if stop is not None else None
+        if stopper is not None:
+            callbacks.append(stopper)
         evaluations: EvalCallback | None = None
         try:
             model = self._model(environments, seed)
@@ -126,6 +133,8 @@ class Sb3Trainer:
             if evaluations is not None:
                 evaluations.eval_env.close()
         metrics = self._metrics(model, seconds, evaluations, callbacks, tapes)
+        if stopper is not None and stopper.stopped:
+            metrics["stopped"] = True  # asked to stop before total_timesteps
         return Sb3Agent(
             model,
             self._metadata(model),
@@ -245,6 +254,20 @@ def _unchecked_distributions() -> Iterator[None]:
         yield
     finally:
         torch.distributions.Distribution.set_default_validate_args(previous)
+
+
+class StopOnRequest(BaseCallback):
+    """Ends training at the next step once ``stop`` is set (SB3 stops when a callback's step
+    returns False): how a run cancelled from another thread -- Ctrl-C -- stops promptly."""
+
+    def __init__(self, stop: StopRequest) -> None:
+        super().__init__()
+        self.stop = stop
+        self.stopped = False
+
+    def _on_step(self) -> bool:
+        self.stopped = self.stop.is_set()
+        return not self.stopped
 
 
 class CheckpointCallback(BaseCallback):

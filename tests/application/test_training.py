@@ -1,3 +1,6 @@
+import asyncio
+import threading
+import time
 from pathlib import Path
 
 import attrs
@@ -52,7 +55,10 @@ class FakeTrainer:
         self.fail = fail
         self.calls = []
 
-    def train(self, tapes, *, total_timesteps, seed, progress=False, eval_tapes=None, checkpoint_dir=None, run_name=None):
+    def train(
+        self, tapes, *, total_timesteps, seed, progress=False, eval_tapes=None, checkpoint_dir=None, run_name=None,
+        stop=None,
+    ):  # fmt: skip
         self.calls.append((len(tapes), total_timesteps, seed, progress))
         self.run = {"eval_tapes": eval_tapes, "checkpoint_dir": checkpoint_dir, "run_name": run_name}
         if self.fail:
@@ -176,6 +182,42 @@ async def test_a_failed_training_is_marked_failed_in_the_registry(tmp_path):
         )
     (record,) = registry.records.values()
     assert record.status == "failed"
+
+
+class SteppingTrainer(FakeTrainer):
+    """Takes one step a millisecond, checking the stop request at each, as the SB3 trainer does."""
+
+    def __init__(self):
+        super().__init__()
+        self.started = threading.Event()
+        self.steps = 0
+        self.finished = False
+
+    def train(self, tapes, *, total_timesteps, seed, stop=None, **options):
+        self.started.set()
+        while self.steps < total_timesteps and not stop.is_set():
+            time.sleep(0.001)
+            self.steps += 1
+        self.finished = True
+        return FakeAgent()
+
+
+async def test_cancelling_the_run_stops_the_trainer_at_its_next_step_and_marks_it_failed(tmp_path):
+    registry, trainer = FakeRegistry(), SteppingTrainer()
+    run = asyncio.ensure_future(
+        train_on_tapes(
+            tapes(), registry=registry, trainer=trainer, clock=FakeClock(), session_ids=[4], name="m",
+            total_timesteps=1_000_000, seed=0, models_dir=tmp_path, replay=ReplayConfig(),
+        )  # fmt: skip
+    )
+    await asyncio.to_thread(trainer.started.wait, 10)
+    run.cancel()  # what Ctrl-C does to the command's task
+
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert trainer.finished and 0 < trainer.steps < 100_000  # ~17 minutes of steps had it run on
+    (record,) = registry.records.values()
+    assert record.status == "failed" and not Path(record.path).exists()
 
 
 class EmptyStore:

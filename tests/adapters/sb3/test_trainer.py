@@ -135,6 +135,27 @@ def test_checkpoints_and_evaluations_happen_periodically(tapes, make_tapes, tmp_
     assert all(np.isfinite(evaluation["mean_reward"]) for evaluation in agent.metrics["evaluations"])
 
 
+class StopAfter:
+    """A stop request that becomes set once it has been asked ``checks`` times."""
+
+    def __init__(self, checks: int) -> None:
+        self.checks = checks
+        self.asked = 0
+
+    def is_set(self) -> bool:
+        self.asked += 1
+        return self.asked > self.checks
+
+
+def test_a_stop_request_ends_training_at_the_next_step(tapes):
+    stop = StopAfter(checks=40)  # 40 steps of 2 copies: 80 timesteps, in the second 64-step rollout
+    agent = trainer().train(tapes, total_timesteps=1_000_000, seed=0, stop=stop)
+
+    assert stop.asked == 41 and agent.model.num_timesteps == 82  # the step that saw it set still ran
+    assert agent.metrics["timesteps"] == 82 and agent.metrics["stopped"] is True
+    assert "stopped" not in trainer().train(tapes, total_timesteps=64, seed=0, stop=StopAfter(10**9)).metrics
+
+
 def test_the_training_curve_has_a_point_per_rollout_that_ended_episodes(tapes):
     agent = trainer().train(tapes, total_timesteps=512, seed=2)  # 2 copies x 32 steps a rollout
 
