@@ -553,7 +553,14 @@ def add_learning_commands(commands: argparse._SubParsersAction) -> None:
         "--eval-every", type=positive_int, default=None, metavar="N", help="evaluate every N timesteps (with --eval-sessions)"
     )
     learning.add_argument(
-        "--checkpoint-every", type=positive_int, default=None, metavar="N", help="save a checkpoint every N timesteps"
+        "--checkpoint-every",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help=(
+            "save a checkpoint every N timesteps, once the rollout that reached them has been learnt from "
+            "(step-T.zip: the weights after T timesteps), and one at the end"
+        ),
     )
     learning.add_argument("--tensorboard-dir", metavar="DIR", help="write TensorBoard logs here")
     train.set_defaults(run=train_model)

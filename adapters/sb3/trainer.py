@@ -114,8 +114,7 @@ class Sb3Trainer:
             if curriculum is not None:
                 callbacks.append(CurriculumCallback(curriculum, len(tapes), total_timesteps))
             if options.checkpoint_every is not None:
-                every = max(1, options.checkpoint_every // options.n_envs)
-                callbacks.append(CheckpointCallback(every, Path(str(checkpoint_dir)), self._metadata))
+                callbacks.append(CheckpointCallback(options.checkpoint_every, Path(str(checkpoint_dir)), self._metadata))
             if options.eval_every is not None:
                 evaluations = self._evaluation(eval_tapes, seed)
                 callbacks.append(evaluations)
@@ -271,21 +270,42 @@ class StopOnRequest(BaseCallback):
 
 
 class CheckpointCallback(BaseCallback):
-    """Saves the model, as a complete model file, every ``every`` calls (``n_envs`` timesteps each)."""
+    """Saves the model, as a complete model file, every ``every`` timesteps: once the gradient
+    update of the rollout that crossed a multiple of ``every`` has been applied (SB3 calls
+    ``_on_rollout_end`` *before* that update, so the save waits for the next rollout's start),
+    and at the end of training. A checkpoint is named by the timesteps whose updates its weights
+    hold, and its normalisation statistics are those of the same moment -- the last one is the
+    final model. A run stopped mid-rollout ends without one for the rollout it did not learn from."""
 
     def __init__(self, every: int, directory: Path, metadata: Callable[[BaseAlgorithm], ModelMetadata]) -> None:
         super().__init__()
-        self.every = every
+        self.every = every  # timesteps
         self.directory = directory
         self.metadata = metadata
         self.saved: list[Path] = []
+        self._saved_at = 0  # timesteps of the last checkpoint
+        self._learned = False  # the last rollout ended, so its update was (or is being) applied
+
+    def _on_rollout_start(self) -> None:
+        self._learned = False
+        if self.num_timesteps // self.every > self._saved_at // self.every:
+            self._save()
 
     def _on_step(self) -> bool:
-        if self.n_calls % self.every == 0:
-            path = self.directory / f"step-{self.num_timesteps}.zip"
-            save_model(self.model, path, self.metadata(self.model))
-            self.saved.append(path)
         return True
+
+    def _on_rollout_end(self) -> None:
+        self._learned = True
+
+    def _on_training_end(self) -> None:
+        if self._learned and self.num_timesteps > self._saved_at:
+            self._save()
+
+    def _save(self) -> None:
+        path = self.directory / f"step-{self.num_timesteps}.zip"
+        save_model(self.model, path, self.metadata(self.model))
+        self.saved.append(path)
+        self._saved_at = self.num_timesteps
 
 
 class TrainingCurve(BaseCallback):

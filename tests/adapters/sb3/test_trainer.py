@@ -156,6 +156,41 @@ def test_a_stop_request_ends_training_at_the_next_step(tapes):
     assert "stopped" not in trainer().train(tapes, total_timesteps=64, seed=0, stop=StopAfter(10**9)).metrics
 
 
+def _weights(policy: Sb3Policy) -> dict[str, np.ndarray]:
+    return {name: tensor.numpy() for name, tensor in policy.model.policy.state_dict().items()}
+
+
+def _same_weights(first: dict[str, np.ndarray], second: dict[str, np.ndarray]) -> bool:
+    return first.keys() == second.keys() and all(np.array_equal(first[name], second[name]) for name in first)
+
+
+def test_a_checkpoint_holds_the_update_of_every_timestep_it_is_named_after(tapes, tmp_path):
+    # 2 copies x 32 steps = 64 timesteps a rollout: checkpoints after the update of the rollout
+    # ending at 128, and at the end (192).
+    agent = trainer(checkpoint_every=128).train(tapes, total_timesteps=192, seed=5, checkpoint_dir=str(tmp_path))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["step-128.zip", "step-192.zip"]
+    first, last = (trainer().load_policy(str(tmp_path / name)) for name in ("step-128.zip", "step-192.zip"))
+
+    # The last checkpoint is the final model, weights and normalisation statistics alike.
+    assert _same_weights(_weights(last), agent.weights())
+    final = agent.policy().metadata.normalizer
+    np.testing.assert_array_equal(last.metadata.normalizer.mean, final.mean)
+    np.testing.assert_array_equal(last.metadata.normalizer.var, final.var)
+    # The first is what a run of 128 timesteps (two updates) trains, not the initial weights.
+    shorter = trainer().train(tapes, total_timesteps=128, seed=5)
+    assert _same_weights(_weights(first), shorter.weights())
+    np.testing.assert_array_equal(first.metadata.normalizer.mean, shorter.policy().metadata.normalizer.mean)
+    untrained = trainer()._model(trainer()._environments(tapes, 2, seed=5, start_pool=0), 5).policy.state_dict()
+    assert not _same_weights(_weights(first), {name: tensor.numpy() for name, tensor in untrained.items()})
+
+
+def test_a_stopped_run_checkpoints_no_rollout_it_did_not_learn_from(tapes, tmp_path):
+    trainer(checkpoint_every=64).train(tapes, total_timesteps=1_000, seed=0, checkpoint_dir=str(tmp_path), stop=StopAfter(100))
+
+    # 100 steps of 2 copies: stopped in the fourth rollout; the third's update is the last learnt.
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["step-128.zip", "step-192.zip", "step-64.zip"]
+
+
 def test_the_training_curve_has_a_point_per_rollout_that_ended_episodes(tapes):
     agent = trainer().train(tapes, total_timesteps=512, seed=2)  # 2 copies x 32 steps a rollout
 
