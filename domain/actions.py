@@ -26,7 +26,9 @@ the YES price; buying NO at ``q`` is an ``ask`` at ``1 - q``; selling NO at ``q`
 An action is illegal (masked) when its price is not on the ladder (an empty side of the book,
 or a price at $0 or $1), when there is nothing to sell (SELL_YES needs YES contracts, SELL_NO
 needs NO), when the position is already at ``max_position`` contracts on the side it would add
-to, or when the account cannot pay for it, fee included (:func:`cash_required`). HOLD is always
+to, or when the account cannot pay for it, fee included (:func:`cash_required`, plus one
+account increment: an order that takes the touch and rests the rest pays two fees, each rounded
+up, where the bound rounds one). HOLD is always
 legal. Sells are reduce-only and never exceed the holding; buys stop at the position limit: an
 order larger than what is left is cut to fit (so a sized action may place fewer contracts than
 its name says, never more).
@@ -223,6 +225,7 @@ class ActionDecoder:
         "_tick",
         "_pricing",
         "_fee_bounds",
+        "_rounding",
         "_size_bounds",
         "ample_buying_power",
     )
@@ -241,10 +244,15 @@ class ActionDecoder:
         self._tick = config.tick
         self._pricing = config.pricing
         self._fee_bounds: dict[tuple[int, int], int] = {}  # (count, price) -> taker fee; few keys
+        # An order priced at the touch crosses one level at most (its own price) and rests what it
+        # could not take: the exchange charges that fill's fee and reserves the rest's, each
+        # rounded up to the account's increment -- one increment above a single rounded fee.
+        self._rounding = fees.account_increment_micros
         # Per size, the most any order of it can cost ($1 a contract, the fee at its $0.50 peak):
         # an account with that much to spend can afford it whatever the price.
         self._size_bounds = tuple(
-            (size, size * ONE_DOLLAR + fees.fee(size, ONE_DOLLAR // 2, is_taker=True)) for size in self._sizes
+            (size, size * ONE_DOLLAR + fees.fee(size, ONE_DOLLAR // 2, is_taker=True) + self._rounding)
+            for size in self._sizes
         )
         # With this much to spend every order is affordable: :meth:`legal_actions` gives the same
         # answer for any buying power at or above it (callers caching masks key on the minimum).
@@ -349,14 +357,15 @@ class ActionDecoder:
         )
 
     def _cash_required(self, side: OrderSide, price: int, count: int, position: int) -> int:
-        """:func:`cash_required`, with the fee remembered (the mask asks every step)."""
+        """:func:`cash_required` and the split order's extra rounding, with the fee remembered
+        (the mask asks every step)."""
         opening_cost, fee_price = _opening_cost_and_fee_price(side, price, count, position)
         key = (count, fee_price)
         fee = self._fee_bounds.get(key)
         if fee is None:
             if len(self._fee_bounds) > 4096:
                 self._fee_bounds.clear()
-            fee = self._fee_bounds[key] = self.fees.fee(count, fee_price, is_taker=True)
+            fee = self._fee_bounds[key] = self.fees.fee(count, fee_price, is_taker=True) + self._rounding
         return opening_cost + fee
 
     def _price(self, side: OrderSide, yes_bid: int, yes_ask: int) -> int:

@@ -118,8 +118,10 @@ def test_the_mask_allows_hold_and_what_is_possible():
 
 
 def test_the_mask_refuses_what_the_account_cannot_pay_for():
+    # The bound of one fee, plus a cent: an order that takes part of the touch and rests the rest
+    # pays two fees, each rounded up to the cent.
     mask = np.zeros(ACTION_COUNT, dtype=bool)
-    buy_yes = cash_required(OrderSide.BID, ASK, TEN, 0, FEES)
+    buy_yes = cash_required(OrderSide.BID, ASK, TEN, 0, FEES) + FEES.account_increment_micros
     decoder().mask(mask, yes_bid=BID, yes_ask=ASK, position=0, buying_power=buy_yes)
     assert mask[Action.BUY_YES]
     decoder().mask(mask, yes_bid=BID, yes_ask=ASK, position=0, buying_power=buy_yes - 1)
@@ -221,7 +223,7 @@ def test_a_bad_action_space_config_is_refused(kwargs, message):
 def test_the_sized_mask_allows_the_sizes_the_account_can_pay_for():
     decoder = sized()
     mask = np.zeros(decoder.action_count, dtype=bool)
-    twenty = cash_required(OrderSide.BID, ASK, 20 * ONE_CONTRACT, 0, FEES)
+    twenty = cash_required(OrderSide.BID, ASK, 20 * ONE_CONTRACT, 0, FEES) + FEES.account_increment_micros
     decoder.mask(mask, yes_bid=BID, yes_ask=ASK, position=0, buying_power=twenty)
     assert [decoder.action_names[a] for a in np.flatnonzero(mask)] == [
         "HOLD", "BUY_YES_5", "BUY_YES_10", "BUY_YES_20", "BUY_NO_5", "BUY_NO_10",  # NO at 0.55 costs more
@@ -248,7 +250,8 @@ def test_an_action_is_legal_exactly_when_it_decodes_to_an_order_the_account_can_
     expected = [True]
     for action in range(1, decoder.action_count):
         order = decoder.order(action, yes_bid, yes_ask, position)
-        expected.append(order is not None and cash_required(*order, position, FEES) <= buying_power)
+        rounding = FEES.account_increment_micros  # a split order's second fee rounding
+        expected.append(order is not None and cash_required(*order, position, FEES) + rounding <= buying_power)
     assert legal == expected
 
 

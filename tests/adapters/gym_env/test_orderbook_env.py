@@ -13,6 +13,7 @@ from adapters.synthetic.market_model import SyntheticMarketConfig, generate_reco
 from application.replay import ReplayConfig, compile_market, compile_session
 from domain.actions import Action, ActionConfig, ActionSpace, ActionSpaceMismatch, PricingStrategy
 from domain.events import BookDelta, BookSnapshot, MarketResolved, MarketScheduled, PublicTrade
+from domain.fees import FeeSchedule
 from domain.features import MARKET_FEATURES, ORDER_FEATURES, ORDER_OFFSET, PORTFOLIO_FEATURES, PORTFOLIO_OFFSET
 from domain.orders import OrderSide, OrderStatus
 from domain.rewards import RewardFunction
@@ -146,6 +147,22 @@ def test_a_sub_cent_market_is_traded_on_its_own_grid(pricing):
         done = terminated or truncated
     assert info["orders_placed"] > 10
     assert [r.reason for r in env._exchange.rejections if "tick grid" in r.reason] == []
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+def test_an_order_the_mask_allows_is_not_refused_for_cash_on_an_unchanged_book(compiled):
+    # YES ask 0.47 x 3 only: BUY_YES 10 takes 3 (fee on 3, rounded up) and rests 7 (fee on 7
+    # reserved, rounded up) -- a cent more than one fee on 10. With a cent less, it is masked.
+    from domain.actions import cash_required
+
+    events = [BookSnapshot("T", 1, 0, yes=((4500, 100 * C),), no=((5300, 3 * C),)), MarketResolved("T", 10_000, Side.YES)]
+    exact = cash_required(OrderSide.BID, 4700, 10 * C, 0, FeeSchedule.kalshi_standard())
+    for cash, legal in ((exact + 10_000, True), (exact + 9_999, False)):
+        env = OrderbookEnv([tape(events)], initial_cash=cash, compiled=compiled, exchange=ExchangeConfig(latency_ms=0))
+        _, info = env.reset(seed=0)
+        assert bool(info["action_mask"][Action.BUY_YES]) is legal
+        *_, info = env.step(Action.BUY_YES)
+        assert env._exchange.rejections == [] and info["position"] == (3 * C if legal else 0)
 
 
 def test_illegal_actions_do_nothing_and_are_counted():
