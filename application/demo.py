@@ -216,19 +216,20 @@ async def run_demo(
     )
     model_evaluation, *baselines = evaluations
     decision = decide_promotion(model_evaluation, baselines)
-    promoted = decision.promoted
-    verdict = decision.explain(model_label)
     episode_ids = await record_episodes(records, training.record.model_id, model_evaluation.played, mode="evaluation")
     metrics = {
         **dict(training.record.metrics),
         "held_out_sessions": list(held_ids),
         "held_out": {evaluation.name: evaluation.metrics() for evaluation in evaluations},
-        "beat_baselines": promoted,
+        "beat_baselines": decision.promoted,
         "promotion": list(decision.reasons),
         "trading_episodes": list(episode_ids),
     }
     # Never active unless it earned it; a model that lost is kept on file but retired.
-    record, _ = await record_verdict(registry, training.record.model_id, metrics, passed=promoted, promote=True)
+    record, promoted = await record_verdict(
+        registry, training.record.model_id, metrics, passed=decision.promoted, promote=True
+    )
+    verdict = decision.explain(model_label, promoted=promoted)
 
     table = format_table(evaluations, markets=len(held_tapes))
     say(table)

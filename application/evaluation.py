@@ -372,9 +372,15 @@ class PromotionDecision:
     promoted: bool
     reasons: tuple[str, ...]  # one line per condition, passed or failed
 
-    def explain(self, label: str) -> str:
-        if self.promoted:
+    def explain(self, label: str, *, promoted: bool = False) -> str:
+        """The verdict and its reasons. ``promoted``: whether the version was made active because of
+        it (a passing decision promotes nothing by itself: ``evaluate`` without ``--promote``)."""
+        if promoted and not self.promoted:
+            raise ValueError(f"{label} cannot have been promoted by a decision it failed")
+        if promoted:
             head = f"Promoted {label}: it passed every condition of the promotion rule:"
+        elif self.promoted:
+            head = f"{label} passed the promotion rule (every condition):"
         else:
             head = f"NOT promoted: {label} failed the promotion rule:"
         return "\n".join([head, *(f"  {reason}" for reason in self.reasons)])

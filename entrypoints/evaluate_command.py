@@ -81,7 +81,7 @@ async def evaluate_model_command(args: argparse.Namespace, settings: Settings, c
             raise CommandFailed(f"cannot evaluate model {args.model_id}: {error}") from None
     print(format_table(result.evaluations, markets=result.markets, collapse_threshold=args.collapse_threshold))
     label = f"model {record.model_id} ({record.name} v{record.version})"
-    print(result.decision.explain(label))
+    print(result.decision.explain(label, promoted=result.promoted))
     if result.promoted:
         print(f"{label} is now the active version of {record.name}.")
     elif result.decision.promoted and result.model.status == "active":

@@ -225,7 +225,22 @@ def test_the_promotion_rule_needs_a_higher_mean_return_than_every_baseline_and_n
     assert not collapsed.promoted
     assert collapsed.reasons[0] == "[FAIL] collapse: HOLD takes 96.0% of decisions (above the 90% limit)"
     assert "NOT promoted: ppo failed the promotion rule:" in collapsed.explain("ppo")
-    assert winner.explain("ppo").startswith("Promoted ppo:")
+
+
+def test_the_verdict_says_promoted_only_when_the_version_was():
+    baselines = [histogram((10, 0, 0, 0, 0), "do-nothing", (0.0, 0.0))]
+    winner = decide_promotion(histogram((5, 3, 2, 0, 0), "ppo", (0.25, 0.0)), baselines)
+    loser = decide_promotion(histogram((5, 3, 2, 0, 0), "ppo", (-0.25, 0.0)), baselines)
+    reasons = "\n  [ok] collapse: HOLD takes 50.0% of decisions (within the 90% limit)\n  [ok] mean episode"
+
+    assert winner.explain("ppo", promoted=True).startswith(
+        "Promoted ppo: it passed every condition of the promotion rule:" + reasons
+    )
+    assert winner.explain("ppo").startswith("ppo passed the promotion rule (every condition):" + reasons)
+    assert "romoted" not in winner.explain("ppo")
+    assert loser.explain("ppo").startswith("NOT promoted: ppo failed the promotion rule:\n  [ok] collapse")
+    with pytest.raises(ValueError, match="ppo cannot have been promoted by a decision it failed"):
+        loser.explain("ppo", promoted=True)
 
 
 def test_metrics_are_plain_numbers_for_the_registry():

@@ -130,6 +130,40 @@ async def test_evaluate_prints_the_table_and_the_decision_records_and_writes_the
     assert model.metrics["evaluation"]["beat_baselines"] is False
 
 
+class BuysNoFirst:
+    """Buys NO at the first decision, then holds: 7 HOLDs of 8 decisions is not collapsed."""
+
+    def __init__(self):
+        self.decisions = 0
+
+    def act(self, observation, action_mask=None):
+        self.decisions += 1
+        return 3 if self.decisions == 1 else 0  # BUY_NO, then HOLD
+
+
+class BuyingNoTrainer(HoldingTrainer):
+    def load_policy(self, path):
+        return BuysNoFirst()
+
+
+@pytest.mark.parametrize("promote", [False, True])
+async def test_a_passing_model_is_said_promoted_only_when_it_was(settings, container, model_id, promote, capsys):
+    container.trainer.override(providers.Factory(BuyingNoTrainer))
+    flags = ["--promote"] if promote else []
+    code = await _in_thread(run, ["evaluate", str(model_id), "--sessions", "2", *flags], settings, container)
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "[ok] mean episode return" in out and "[FAIL]" not in out  # it passed: the market resolved NO
+    if promote:
+        assert "Promoted model 1 (agent v1): it passed every condition of the promotion rule:" in out
+        assert "model 1 (agent v1) is now the active version of agent." in out
+    else:
+        assert "model 1 (agent v1) passed the promotion rule (every condition):" in out
+        assert "Promoted" not in out
+        assert "model 1 (agent v1) passed; it is trained (`kalshiflow-rl models promote 1` makes it active" in out
+
+
 async def test_sessions_the_model_was_trained_on_are_refused(settings, container, model_id, capsys):
     code = await _in_thread(run, ["evaluate", str(model_id), "--sessions", "1", "2"], settings, container)
     assert code == 2
