@@ -21,7 +21,7 @@ class DoNothingPolicy:
     def act(self, observation: Any, action_mask: Any | None = None) -> int:
         return int(Action.HOLD)
 
-    def action_probabilities(self, observation: Any) -> np.ndarray:
+    def action_probabilities(self, observation: Any, action_mask: Any | None = None) -> np.ndarray:
         return np.array([1.0])  # all of it on HOLD, whatever the space's size
 
 

@@ -2,8 +2,8 @@
 
 A policy plays every episode of an environment once, in order, so every policy meets the same
 markets. Per policy we keep each episode's statistics (``domain.rewards``), the action
-histogram and its entropy, the mean entropy of the policy's own action distribution when it
-exposes one, the fill rates of its passive and aggressive orders (when the environment reports
+histogram and its entropy, the mean entropy of the distribution the policy acts from when it
+exposes one (given the step's mask: a model trained with masks has none on an illegal action), the fill rates of its passive and aggressive orders (when the environment reports
 its orders and fills), and the equity curve: the account's P&L step by step, episodes laid end
 to end.
 
@@ -108,9 +108,11 @@ class EvaluationEnvironment(TradingEnvironment, Protocol):
 
 @runtime_checkable
 class ProbabilisticPolicy(Protocol):
-    """A policy that can say how likely each action is (for its entropy)."""
+    """A policy that can say how likely each action is (for its entropy): the distribution it
+    acts from given the mask of legal actions (a model trained with masks puts nothing on a
+    masked action)."""
 
-    def action_probabilities(self, observation: Any) -> np.ndarray: ...
+    def action_probabilities(self, observation: Any, action_mask: Any | None = None) -> np.ndarray: ...
 
 
 @attrs.frozen
@@ -169,7 +171,7 @@ class PolicyEvaluation:
     action_names: tuple[str, ...]
     action_counts: tuple[int, ...]  # indexed like action_names
     illegal_actions: int
-    policy_entropy: float | None  # mean entropy of the policy's action distribution
+    policy_entropy: float | None  # mean entropy of the distribution the policy acts from (masked if it masks)
     equity: tuple[float, ...]  # P&L after each step, episodes end to end, starting at 0
     fills: FillStats | None = None  # None: the environment did not report its orders and fills
     played: tuple[PlayedEpisode, ...] = attrs.field(default=(), repr=False, eq=False)
@@ -290,7 +292,8 @@ def evaluate_policy(
         step = 0
         while True:
             if measure_entropy:
-                entropies.append(_entropy_bits(policy.action_probabilities(observation)))  # type: ignore[union-attr]
+                probabilities = policy.action_probabilities(observation, mask)  # type: ignore[union-attr]
+                entropies.append(_entropy_bits(probabilities))
             if position_aware:
                 action = policy.act_at_position(observation, mask, position=position)  # type: ignore[union-attr]
             else:
@@ -634,8 +637,8 @@ def format_table(
     lines.append(
         "Sharpe: mean per-step Sharpe ratio of the episodes. Fill: contracts filled / asked for, by orders "
         "priced passive (resting) or aggressive (crossing) when sent; n/a: the environment does not report "
-        "fills. H(act): entropy of the action histogram, H(pol): mean entropy of the policy's action "
-        f"distribution, in bits. COLLAPSED: one action above {100 * collapse_threshold:.0f}% of decisions."
+        "fills. H(act): entropy of the action histogram, H(pol): mean entropy of the distribution the "
+        f"policy acts from (over the legal actions when it was trained with masks), in bits. COLLAPSED: one action above {100 * collapse_threshold:.0f}% of decisions."
     )
     return "\n".join(lines)
 

@@ -39,16 +39,30 @@ class Sb3Policy:
         observation = np.asarray(observation, dtype=np.float32)
         return observation if normalizer is None else normalizer(observation)
 
-    def action_probabilities(self, observation: np.ndarray) -> np.ndarray:
-        """The model's distribution over every action (unmasked)."""
+    def network_probabilities(self, observation: np.ndarray) -> np.ndarray:
+        """The network's distribution over every action, before any mask."""
         policy = self.model.policy
         with torch.no_grad():
             tensor, _ = policy.obs_to_tensor(self.prepare(observation))
             probabilities = policy.get_distribution(tensor).distribution.probs  # type: ignore[union-attr]
         return probabilities.cpu().numpy()[0]
 
+    def action_probabilities(self, observation: np.ndarray, action_mask: np.ndarray | None = None) -> np.ndarray:
+        """The distribution the policy acts from: for a model trained with masks, the network's
+        renormalised over the legal actions (what ``MaskablePPO`` samples from: a masked action
+        has probability 0); for one trained without, or without a mask, the network's own."""
+        probabilities = self.network_probabilities(observation)
+        if action_mask is None or not self.metadata.masked:
+            return probabilities
+        legal = np.where(np.asarray(action_mask, dtype=bool), probabilities.astype(np.float64), 0.0)
+        total = legal.sum()
+        if total <= 0:  # every legal action's float32 probability underflowed to 0: call them equal
+            legal = np.asarray(action_mask, dtype=np.float64)
+            total = legal.sum()
+        return legal / total
+
     def act(self, observation: np.ndarray, action_mask: np.ndarray | None = None) -> int:
-        probabilities = self.action_probabilities(observation)
+        probabilities = self.network_probabilities(observation)
         if action_mask is None:
             return int(np.argmax(probabilities))
         legal = np.asarray(action_mask, dtype=bool)

@@ -165,7 +165,7 @@ class Scripted:
     def act(self, observation, action_mask=None):
         return self.actions.pop(0)
 
-    def action_probabilities(self, observation):
+    def action_probabilities(self, observation, action_mask=None):
         return np.full(5, 1 / 5)
 
 
@@ -174,6 +174,28 @@ def test_illegal_actions_and_the_policy_entropy_are_reported():
     assert result.illegal_actions == 2
     assert result.policy_entropy == pytest.approx(math.log2(5))
     assert result.metrics()["illegal_actions"] == 2
+
+
+class MaskingScripted(Scripted):
+    """Uniform over the legal actions it is shown, as a model trained with masks acts."""
+
+    def __init__(self, *actions):
+        super().__init__(*actions)
+        self.masks = []
+
+    def action_probabilities(self, observation, action_mask=None):
+        self.masks.append(None if action_mask is None else np.asarray(action_mask).copy())
+        legal = np.ones(5) if action_mask is None else np.asarray(action_mask, dtype=float)
+        return legal / legal.sum()
+
+
+def test_the_policy_entropy_is_of_the_distribution_over_the_actions_the_mask_allows():
+    policy = MaskingScripted(HOLD, HOLD)
+    result = play(policy, ScriptedEnvironment([dollars(0, 0)]))
+
+    # BUY_NO is masked at every step: uniform over the other 4 actions, 2 bits (not log2(5)).
+    assert result.policy_entropy == pytest.approx(2.0)
+    assert len(policy.masks) == 2 and all(mask is not None and not mask[BUY_NO] for mask in policy.masks)
 
 
 def histogram(counts, name="m", returns=(0.0,)):

@@ -3,6 +3,8 @@ checkpoints, evaluation, the curriculum, and the model file."""
 
 from __future__ import annotations
 
+import math
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -108,8 +110,8 @@ def test_with_masks_training_never_takes_an_illegal_action(tapes, masks):
 class FixedPolicy(Sb3Policy):
     """The real act() over a known distribution: BUY_YES most likely, then SELL_YES."""
 
-    def action_probabilities(self, observation):
-        return np.array([0.1, 0.5, 0.2, 0.1, 0.1])
+    def network_probabilities(self, observation):
+        return np.array([0.1, 0.5, 0.2, 0.1, 0.1], dtype=np.float32)
 
 
 @pytest.mark.parametrize(("masked", "expected"), [(True, 2), (False, 0)])
@@ -119,6 +121,18 @@ def test_a_masked_policy_picks_its_best_legal_action_an_unmasked_one_holds(maske
 
     assert policy.act(np.zeros(3)) == 1
     assert policy.act(np.zeros(3), buy_yes_illegal) == expected
+
+
+def test_a_masked_policy_acts_from_the_distribution_over_its_legal_actions():
+    buy_yes_illegal = np.array([True, False, True, True, True])
+    masked = FixedPolicy(model=None, metadata=ModelMetadata(algorithm="maskable-ppo", masked=True))
+    unmasked = FixedPolicy(model=None, metadata=ModelMetadata(algorithm="ppo", masked=False))
+
+    # BUY_YES's 0.5 is gone; the other 0.5 is spread in proportion: 0.1/0.5, 0.2/0.5, ...
+    np.testing.assert_allclose(masked.action_probabilities(np.zeros(3), buy_yes_illegal), [0.2, 0, 0.4, 0.2, 0.2])
+    np.testing.assert_allclose(masked.action_probabilities(np.zeros(3)), [0.1, 0.5, 0.2, 0.1, 0.1])
+    # Trained without masks, it acts from the network's own distribution (an illegal pick holds).
+    np.testing.assert_allclose(unmasked.action_probabilities(np.zeros(3), buy_yes_illegal), [0.1, 0.5, 0.2, 0.1, 0.1])
 
 
 def test_checkpoints_and_evaluations_happen_periodically(tapes, make_tapes, tmp_path):
@@ -317,3 +331,21 @@ def test_a_curriculum_run_is_as_reproducible_as_any_other(tapes):
     again = trainer(curriculum=Curriculum()).train(tapes, total_timesteps=256, seed=5)
     assert first.metrics["curriculum"] == again.metrics["curriculum"]
     assert all(np.array_equal(first.weights()[name], again.weights()[name]) for name in first.weights())
+
+
+def test_evaluation_reports_the_entropy_of_what_a_masked_model_samples_from(tapes):
+    from application.evaluation import evaluate_policy
+
+    policy = trainer().train(tapes, total_timesteps=64, seed=0).policy()  # barely trained: near uniform
+    environment = EnvironmentSettings().make_environment(tapes[:1])
+    entropy = evaluate_policy(policy, environment, name="ppo", tapes=tapes[:1]).policy_entropy
+
+    # Flat, SELL_YES and SELL_NO are illegal (nothing to sell): at most log2(3) bits at such steps,
+    # where the network's own five-way distribution is close to log2(5).
+    assert entropy < math.log2(5) - 0.3
+    observation, info = EnvironmentSettings().make_environment(tapes[:1]).reset(seed=0, options={"episode": 0})
+    mask = info["action_mask"]
+    assert not mask.all()
+    masked = policy.action_probabilities(observation, mask)
+    assert masked[~mask].sum() == 0 and masked.sum() == pytest.approx(1.0)
+    assert policy.network_probabilities(observation)[~mask].sum() > 0.2  # what H(pol) used to count
