@@ -404,14 +404,19 @@ class PaperTradingActor:
                 working.order.side, working.order.price, working.remaining, working.placed_ms
             ),
         )  # fmt: skip
-        mask = market.legal_actions(model.decoder, position=position, buying_power=self._buying_power(ticker, model))
+        terms = None if working is None else (working.order.side, working.order.price, working.remaining)
+        mask = market.legal_actions(
+            model.decoder, position=position, buying_power=self._buying_power(ticker, model), working=terms
+        )
         chosen = int(model.policy.act(observation, np.asarray(mask, dtype=bool)))
         legal = 0 <= chosen < len(mask) and mask[chosen]
         if not legal:
             self.counters.illegal_choices += 1
         request = None
         if legal:
-            request = market.order_for(model.decoder, chosen, position=position, client_order_id=self._client_ids())
+            request = market.order_for(
+                model.decoder, chosen, position=position, client_order_id=self._client_ids(), working=terms
+            )
         self.counters.decisions += 1
         sent = await self._orders.execute(ticker, request, position, now)
         sent_id = None if sent is None else sent.client_order_id

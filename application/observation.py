@@ -166,9 +166,17 @@ class LiveMarketObservation:
         )  # fmt: skip
 
     def order_for(
-        self, decoder: ActionDecoder, action: int, *, position: int, client_order_id: str
+        self,
+        decoder: ActionDecoder,
+        action: int,
+        *,
+        position: int,
+        client_order_id: str,
+        working: tuple[OrderSide, int, int] | None = None,
     ) -> OrderRequest | None:
-        """The order ``action`` places, priced on the latest row's top of book."""
+        """The order ``action`` places, priced on the latest row's top of book, beside the
+        market's ``working`` order ``(side, price, remaining)`` -- the actor's only open order
+        there (see :meth:`ActionDecoder.decode`)."""
         return decoder.decode(
             action,
             ticker=self.ticker,
@@ -176,10 +184,28 @@ class LiveMarketObservation:
             yes_ask=self.yes_ask,
             position=position,
             client_order_id=client_order_id,
+            working=working,
+            **_open_remaining(working),
         )
 
-    def legal_actions(self, decoder: ActionDecoder, *, position: int, buying_power: int) -> list[bool]:
-        """The action mask on the latest row's top of book."""
+    def legal_actions(
+        self,
+        decoder: ActionDecoder,
+        *,
+        position: int,
+        buying_power: int,
+        working: tuple[OrderSide, int, int] | None = None,
+    ) -> list[bool]:
+        """The action mask on the latest row's top of book, beside the market's ``working`` order."""
         return decoder.legal_actions(
-            yes_bid=self.yes_bid, yes_ask=self.yes_ask, position=position, buying_power=buying_power
-        )
+            yes_bid=self.yes_bid, yes_ask=self.yes_ask, position=position, buying_power=buying_power,
+            **_open_remaining(working),
+        )  # fmt: skip
+
+
+def _open_remaining(working: tuple[OrderSide, int, int] | None) -> dict[str, int]:
+    """The decoder's ``open_bids``/``open_asks`` for a market whose one open order is ``working``."""
+    if working is None:
+        return {"open_bids": 0, "open_asks": 0}
+    side, _, remaining = working
+    return {"open_bids": remaining, "open_asks": 0} if side is OrderSide.BID else {"open_bids": 0, "open_asks": remaining}

@@ -29,8 +29,9 @@ needs NO), when the position is already at ``max_position`` contracts on the sid
 to, or when the account cannot pay for it, fee included (:func:`cash_required`, plus one
 account increment: an order that takes the touch and rests the rest pays two fees, each rounded
 up, where the bound rounds one). HOLD is always
-legal. Sells are reduce-only and never exceed the holding; buys stop at the position limit: an
-order larger than what is left is cut to fit (so a sized action may place fewer contracts than
+legal. Sells are reduce-only and never exceed the holding; buys stop at the position limit.
+Both hold whether or not the working order a new one replaces fills first (its cancel travels
+with the new order): an order larger than what is left is cut to fit (so a sized action may place fewer contracts than
 its name says, never more).
 """
 
@@ -273,23 +274,28 @@ class ActionDecoder:
         """What kind of order ``action`` places (HOLD for none)."""
         return Action(self._entry(action)[0])
 
-    def order(self, action: int, yes_bid: int, yes_ask: int, position: int) -> tuple[OrderSide, int, int] | None:
+    def order(
+        self, action: int, yes_bid: int, yes_ask: int, position: int, open_bids: int = 0, open_asks: int = 0
+    ) -> tuple[OrderSide, int, int] | None:
         """``(side, YES price, count)`` for ``action``, or None when it places no order.
 
         ``yes_bid``/``yes_ask`` are the book's best prices (-1: none); ``position`` is signed
-        count units (+YES, -NO). Plain ints: this runs every environment step.
+        count units (+YES, -NO); ``open_bids``/``open_asks`` the remaining counts of the market's
+        open orders on each side: orders a new one replaces, which may still fill before their
+        cancels land. Sizes hold whether they fill first or not: buys leave room for them under
+        the limit, sells close no more than would be left. Plain ints: this runs every step.
         """
         direction, size = self._entry(action)
         if direction == 0:
             return None
         if direction == 1:  # BUY_YES
-            count = min(size, self._max - position)
+            count = min(size, self._max - position - open_bids)
         elif direction == 2:  # SELL_YES: close YES
-            count = min(size, position)
+            count = min(size, position - open_asks)
         elif direction == 3:  # BUY_NO
-            count = min(size, self._max + position)
+            count = min(size, self._max + position - open_asks)
         else:  # SELL_NO: close NO
-            count = min(size, -position)
+            count = min(size, -position - open_bids)
         if count <= 0:
             return None
         side = _SIDE[direction]
@@ -299,18 +305,38 @@ class ActionDecoder:
         return side, price, count  # type: ignore[return-value]
 
     def decode(
-        self, action: int, *, ticker: str, yes_bid: int, yes_ask: int, position: int, client_order_id: str
+        self,
+        action: int,
+        *,
+        ticker: str,
+        yes_bid: int,
+        yes_ask: int,
+        position: int,
+        client_order_id: str,
+        working: tuple[OrderSide, int, int] | None = None,
+        open_bids: int = 0,
+        open_asks: int = 0,
     ) -> OrderRequest | None:
-        """The order ``action`` places, or None (HOLD, or an action that is not possible now)."""
+        """The order ``action`` places, or None (HOLD, or an action that is not possible now).
+
+        ``working``: the market's latest open order as ``(side, price, remaining)``, the one a new
+        order replaces; if the action would place exactly that order, it is the answer (the
+        caller keeps it). Otherwise the new order is sized beside the market's open orders
+        (``open_bids``/``open_asks``, see :meth:`order`), which may fill before their cancels land."""
         order = self.order(action, yes_bid, yes_ask, position)
+        if order is not None and order != working and (open_bids or open_asks):
+            order = self.order(action, yes_bid, yes_ask, position, open_bids, open_asks)
         if order is None:
             return None
         side, price, count = order
         closes = _CLOSES[self._table[action][0]]
         return OrderRequest(ticker, side, price, count, client_order_id, reduce_only=closes)
 
-    def legal_actions(self, *, yes_bid: int, yes_ask: int, position: int, buying_power: int) -> list[bool]:
-        """Which actions are legal now, indexed by action (a plain list: asked every step)."""
+    def legal_actions(
+        self, *, yes_bid: int, yes_ask: int, position: int, buying_power: int, open_bids: int = 0, open_asks: int = 0
+    ) -> list[bool]:
+        """Which actions are legal now, indexed by action (a plain list: asked every step);
+        ``open_bids``/``open_asks`` as for :meth:`order`."""
         legal = [True]
         tick = self._tick
         pricing = self._pricing
@@ -327,11 +353,12 @@ class ActionDecoder:
         bid_ok = 0 < bid_price < ONE_DOLLAR
         ask_ok = 0 < ask_price < ONE_DOLLAR
         limit = self._max
+        most_yes, least_yes = position + open_bids, position - open_asks  # as in :meth:`order`
         capacities = (
-            (limit - position if bid_ok else 0, _BID, bid_price),  # BUY_YES
-            (position if ask_ok else 0, _ASK, ask_price),  # SELL_YES
-            (limit + position if ask_ok else 0, _ASK, ask_price),  # BUY_NO
-            (-position if bid_ok else 0, _BID, bid_price),  # SELL_NO
+            (limit - most_yes if bid_ok else 0, _BID, bid_price),  # BUY_YES
+            (least_yes if ask_ok else 0, _ASK, ask_price),  # SELL_YES
+            (limit + least_yes if ask_ok else 0, _ASK, ask_price),  # BUY_NO
+            (-most_yes if bid_ok else 0, _BID, bid_price),  # SELL_NO
         )
         for capacity, side, price in capacities:
             affordable = capacity > 0
@@ -343,9 +370,22 @@ class ActionDecoder:
                 legal.append(affordable)
         return legal
 
-    def mask(self, out: np.ndarray, *, yes_bid: int, yes_ask: int, position: int, buying_power: int) -> np.ndarray:
+    def mask(
+        self,
+        out: np.ndarray,
+        *,
+        yes_bid: int,
+        yes_ask: int,
+        position: int,
+        buying_power: int,
+        open_bids: int = 0,
+        open_asks: int = 0,
+    ) -> np.ndarray:
         """Write the legal actions into ``out`` (bool, length ``action_count``) and return it."""
-        out[:] = self.legal_actions(yes_bid=yes_bid, yes_ask=yes_ask, position=position, buying_power=buying_power)
+        out[:] = self.legal_actions(
+            yes_bid=yes_bid, yes_ask=yes_ask, position=position, buying_power=buying_power,
+            open_bids=open_bids, open_asks=open_asks,
+        )  # fmt: skip
         return out
 
     def _entry(self, action: int) -> tuple[int, int]:

@@ -168,7 +168,7 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
         self._legal: tuple[bool, ...] = self._hold_only
         self._hold_only_array = _frozen_mask(self._hold_only)
         self._mask_array = self._hold_only_array  # self._legal as an array, for info
-        self._masks: dict[tuple[int, int, int, int], tuple[tuple[bool, ...], np.ndarray]] = {}  # see _update_mask
+        self._masks: dict[tuple[int, ...], tuple[tuple[bool, ...], np.ndarray]] = {}  # see _update_mask
         self._ample_buying_power = self.decoder.ample_buying_power
         self._tape: MarketTape | None = None
 
@@ -232,14 +232,14 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
         self._orders_placed = 0
         self._action_counts = [0] * self._action_count
         self._illegal = 0
-        self._update_mask(0)  # a new account: no position, no order
+        self._update_mask(0, 0, 0)  # a new account: no position, no order
         info = {
             "episode": episode,
             "steps": self._last_row,
             "portfolio_value": self._value,
             "action_mask": self._mask_array.copy(),
         }
-        return self._observe(0, self._marks[0], 0, 0, 0, self._ledger.cash), info
+        return self._observe(0, self._marks[0], 0, 0, 0, self._ledger.cash, None), info
 
     def step(self, action: Any) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         if self._tape is None:
@@ -295,7 +295,8 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
         self._value = value
         stats.record_step(value)
 
-        self._update_mask(quantity)
+        order = exchange.latest_order(ticker)
+        self._update_mask(quantity, *self._open_remaining(order))
         info: dict[str, Any] = {
             "portfolio_value": value,
             "position": quantity,
@@ -311,7 +312,7 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
             info["illegal_actions"] = self._illegal
             info["orders_placed"] = self._orders_placed
             info["orders_rejected"] = len(exchange.rejections)
-        observation = self._observe(row, mark, quantity, cost_basis, market_value, cash)
+        observation = self._observe(row, mark, quantity, cost_basis, market_value, cash, order)
         return observation, reward, terminated, ended and not terminated, info
 
     def action_masks(self) -> np.ndarray:
@@ -322,6 +323,8 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
         """The order ``action`` would place now (None: HOLD or not possible), from the current
         row's top of book and the market's position."""
         row = self._row
+        latest = self._exchange.latest_order(self._ticker)
+        open_bids, open_asks = self._open_remaining(latest)
         return self.decoder.decode(
             action,
             ticker=self._ticker,
@@ -329,6 +332,9 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
             yes_ask=self._yes_ask[row],
             position=self._ledger.quantity(self._ticker),
             client_order_id=f"agent-{self._orders_placed + 1}",
+            working=None if latest is None else (latest.side, latest.price, latest.remaining),
+            open_bids=open_bids,
+            open_asks=open_asks,
         )
 
     # -- internals --------------------------------------------------------------------------
@@ -347,8 +353,22 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
         self._order_row = row
         return order
 
-    def _update_mask(self, position: int) -> None:
-        """The legal actions at the current row, for the market's ``position`` (count units)."""
+    def _open_remaining(self, latest: Order | None) -> tuple[int, int]:
+        """What the market's open orders have left to fill, bids and asks (count units): orders a
+        new one replaces may fill while their cancels travel. ``latest``: the latest of them."""
+        if latest is None:
+            return 0, 0
+        bids = asks = 0
+        for order in self._exchange.open_orders(self._ticker):
+            if order.side is _BID:
+                bids += order.remaining
+            else:
+                asks += order.remaining
+        return bids, asks
+
+    def _update_mask(self, position: int, open_bids: int, open_asks: int) -> None:
+        """The legal actions at the current row, for the market's ``position`` and what its
+        open orders have left to fill (count units)."""
         row = self._row
         if row >= self._close_row:  # the episode's end, or a market that has closed
             self._legal, self._mask_array = self._hold_only, self._hold_only_array
@@ -356,21 +376,28 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
         buying_power = self._exchange.buying_power(self._ticker)
         # Above the decoder's ample buying power every order is affordable: the mask no longer
         # depends on the exact amount, so one cache entry serves every such amount.
-        key = (self._yes_bid[row], self._yes_ask[row], position, min(buying_power, self._ample_buying_power))
+        key = (
+            self._yes_bid[row], self._yes_ask[row], position, min(buying_power, self._ample_buying_power),
+            open_bids, open_asks,
+        )  # fmt: skip
         entry = self._masks.get(key)
         if entry is None:  # the same book, position and cash recur step after step: decide once
             if len(self._masks) >= _MASK_CACHE_SIZE:
                 self._masks.clear()
             legal = tuple(
-                self.decoder.legal_actions(yes_bid=key[0], yes_ask=key[1], position=position, buying_power=key[3])
+                self.decoder.legal_actions(
+                    yes_bid=key[0], yes_ask=key[1], position=position, buying_power=key[3],
+                    open_bids=open_bids, open_asks=open_asks,
+                )  # fmt: skip
             )
             entry = self._masks[key] = (legal, _frozen_mask(legal))
         self._legal, self._mask_array = entry
 
-    def _observe(self, row: int, mark: int, quantity: int, cost_basis: int, market_value: int, cash: int) -> np.ndarray:
+    def _observe(
+        self, row: int, mark: int, quantity: int, cost_basis: int, market_value: int, cash: int, order: Order | None
+    ) -> np.ndarray:
         """The observation of row ``row``: the account's numbers (as the ledger's position gives
         them, what the builder's ``observe_account`` reads off it) and the market's latest order."""
-        order = self._exchange.latest_order(self._ticker)
         features = self._features[row]
         if order is None:
             return self.observation_builder.observe(

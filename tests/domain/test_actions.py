@@ -276,3 +276,21 @@ def test_above_the_ample_buying_power_the_mask_no_longer_depends_on_it(
     # and it covers the dearest order there is: the largest size, opening at the fee's $0.50 peak
     largest = decoder.config.order_sizes[-1]
     assert cash_required(OrderSide.BID, 5000, largest, 0, FEES) <= ample
+
+
+def test_orders_are_sized_to_hold_the_limit_whether_open_orders_fill_first_or_not():
+    # Limit 50 (the default), 10 a order; 35 YES held and a bid with 10 left still open (its
+    # cancel travels with the new order): a new buy gets the 5 that stay under the limit if both
+    # fill, and a sale closes no more than would be left if an open ask of 30 filled first.
+    d = decoder()
+    held = 35 * ONE_CONTRACT
+    assert d.order(Action.BUY_YES, BID, ASK, held, open_bids=TEN) == (OrderSide.BID, ASK, 5 * ONE_CONTRACT)
+    assert d.order(Action.SELL_YES, BID, ASK, held, open_asks=30 * ONE_CONTRACT) == (OrderSide.ASK, BID, 5 * ONE_CONTRACT)
+    assert d.order(Action.BUY_YES, BID, ASK, held, open_bids=15 * ONE_CONTRACT) is None  # no room left
+    mask = d.legal_actions(yes_bid=BID, yes_ask=ASK, position=held, buying_power=10**9, open_bids=15 * ONE_CONTRACT)
+    assert not mask[Action.BUY_YES] and mask[Action.SELL_YES]
+    # The action that would place the working order itself keeps it, whatever the room.
+    working = (OrderSide.BID, ASK, TEN)
+    request = d.decode(Action.BUY_YES, ticker="T", yes_bid=BID, yes_ask=ASK, position=0, client_order_id="c",
+                       working=working, open_bids=TEN)  # fmt: skip
+    assert (request.side, request.price, request.count) == working

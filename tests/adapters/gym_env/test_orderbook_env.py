@@ -165,6 +165,32 @@ def test_an_order_the_mask_allows_is_not_refused_for_cash_on_an_unchanged_book(c
         assert env._exchange.rejections == [] and info["position"] == (3 * C if legal else 0)
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+def test_the_position_never_passes_the_limit_when_a_replaced_order_fills_while_its_cancel_travels(compiled):
+    # Limit 20, orders of 10, passive, 100 ms latency. Row 0: bid 10 at 0.45 (5 ahead) fills by
+    # the sale at 0.5 s. Row 1: bid 10 at 0.45. Row 2: the best bid is 0.46 now, so BUY_YES is a
+    # new bid at 0.46 replacing the one at 0.45 -- whose cancel lands at 2.1 s, after the sale at
+    # 2.05 s fills it; the new bid then fills by the sale at 2.15 s. Sized beside the open bid,
+    # the new one has no room (10 held + 10 open): the position stops at 20, not 30.
+    events = [
+        BookSnapshot("T", 1, 0, yes=((4500, 5 * C),), no=((5300, 100 * C),)),
+        PublicTrade("T", 500, "a", 4500, 15 * C, Side.NO),
+        BookDelta("T", 2, 1500, Side.YES, 4600, 5 * C),
+        PublicTrade("T", 2050, "b", 4500, 15 * C, Side.NO),
+        PublicTrade("T", 2150, "c", 4600, 15 * C, Side.NO),
+        MarketResolved("T", 5000, Side.YES),
+    ]
+    actions = ActionConfig(pricing=PricingStrategy.PASSIVE, max_position=20 * C, order_size=10 * C)
+    env = OrderbookEnv([tape(events)], actions=actions, compiled=compiled)
+    env.reset(seed=0)
+    positions = []
+    for action in (Action.BUY_YES, Action.BUY_YES, Action.BUY_YES, Action.HOLD):
+        *_, info = env.step(action)
+        positions.append(info["position"] // C)
+    assert positions == [10, 10, 20, 20]
+    assert not info["action_mask"][Action.BUY_YES]  # at the limit
+
+
 def test_illegal_actions_do_nothing_and_are_counted():
     env = OrderbookEnv([tape(quiet_market())])
     _, info = env.reset(seed=0)
