@@ -25,10 +25,12 @@ pass the rule (or that has none): the registry itself would promote anything but
 Every verdict goes through :func:`record_verdict`: a finished run (``trained``) that fails is
 ``retired``, so retention may let it go.
 
-Held out means by id and by content: a model's record must say what it was trained on (its
-``sessions`` and the ``market_digests`` of their markets, :meth:`MarketTape.content_digest`),
-and evaluation refuses a session it was trained on, or one holding the same market data under
-another id (the same synthetic seed collected twice) -- :func:`check_held_out`.
+Held out means by id, by content and by market: a model's record must say what it was trained
+on (its ``sessions``, the ``market_digests`` of their markets, :meth:`MarketTape.content_digest`,
+and their ``market_spans``: ticker, first and last row time), and evaluation refuses a session it
+was trained on, one holding the same market data under another id (the same synthetic seed
+collected twice), or one holding a market it was trained on over an overlapping time (the same
+market recorded again, with more events) -- :func:`check_held_out`.
 
 What evaluation reads from an environment, beyond :class:`~domain.ports.TradingEnvironment`:
 its ``decoder`` (to name the actions and decode each decision into the order it placed), the
@@ -53,6 +55,7 @@ import numpy as np
 from application.baselines import DoNothingPolicy, PositionAwarePolicy, RandomPolicy, SpreadCapturingMarketMaker
 from application.charts import line_chart
 from application.replay import ReplayConfig, load_tapes
+from application.training import describe_overlaps, overlapping_markets
 from domain.actions import ActionDecoder
 from domain.market_tape import MarketTape
 from domain.orders import Order, OrderSide
@@ -487,13 +490,20 @@ async def record_verdict(
 
 def check_held_out(record: ModelRecord, session_ids: Sequence[int], tapes: Sequence[MarketTape] = ()) -> None:
     """Refuse (``ValueError``) to call ``session_ids`` -- and, once loaded, their ``tapes`` --
-    held out for ``record``: if its record does not say what it was trained on, if it was trained
-    on one of them, or if one holds market data it was trained on (the same data recorded again
-    under another id)."""
+    held out for ``record``: if its record does not say what it was trained on (``sessions``,
+    ``market_digests``, ``market_spans``), if it was trained on one of them, if one holds market
+    data it was trained on (the same data recorded again under another id), or a market it was
+    trained on over an overlapping time (the same market recorded again, with more or fewer
+    events)."""
     label = f"model {record.model_id} ({record.name} v{record.version})"
     sessions = record.hyperparameters.get("sessions")
     digests = record.hyperparameters.get("market_digests")
-    missing = [key for key, value in (("sessions", sessions), ("market_digests", digests)) if not isinstance(value, list)]
+    spans = record.hyperparameters.get("market_spans")
+    missing = [
+        key
+        for key, value in (("sessions", sessions), ("market_digests", digests), ("market_spans", spans))
+        if not isinstance(value, list)
+    ]
     if missing:
         raise ValueError(
             f"{label} does not say what it was trained on (its hyperparameters have no "
@@ -511,6 +521,12 @@ def check_held_out(record: ModelRecord, session_ids: Sequence[int], tapes: Seque
             f"{label} was trained on the same market data as {named}"
             f"{' and more' if len(repeated) > 3 else ''} (recorded again under another id); "
             "evaluate it on held-out sessions"
+        )
+    overlapping = overlapping_markets(spans, tapes)
+    if overlapping:
+        raise ValueError(
+            f"{label} was trained on the same market over an overlapping time: {describe_overlaps(overlapping)}; "
+            "evaluate it on held-out sessions (other markets, or this one over another time)"
         )
 
 

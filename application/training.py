@@ -2,12 +2,14 @@
 
 The model is registered before training starts (status ``training``), so a run that dies is
 visible in the registry; it is marked ``failed`` if training raises or is cancelled (Ctrl-C: the
-trainer is asked to stop at its next step), ``trained`` once the model is saved (a version still ``training`` is a run in progress, or one whose process died; it is
-never active before a held-out evaluation passes, :func:`application.evaluation.promote_evaluated`).
-Weights are saved under
+trainer is asked to stop at its next step), ``trained`` once the model is saved (a version still
+``training`` is a run in progress, or one whose process died; it is never active before a
+held-out evaluation passes, :func:`application.evaluation.promote_evaluated`). Weights are saved under
 ``models_dir`` as one file per version, its periodic checkpoints in the directory beside it
 (:func:`~domain.ports.checkpoint_dir_for`). What the registry keeps as hyperparameters is enough
-to repeat the run: the trainer's settings, the sessions, the replay settings and the seed; what
+to repeat the run: the trainer's settings, the sessions, the replay settings and the seed, and
+what it was trained on (each market's content digest, and its ticker and first and last row
+times, which evaluation refuses to call held out); what
 training measured (speed, rewards, periodic evaluations) goes into the version's metrics.
 """
 
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +133,13 @@ async def train_on_tapes(
             f"the evaluation sessions hold the same market data as the training sessions ({named}"
             f"{' and more' if len(repeated) > 3 else ''}): periodic evaluation needs held-out data"
         )
+    spans = market_spans(tapes)
+    overlapping = overlapping_markets(spans, eval_tapes)
+    if overlapping:
+        raise ValueError(
+            f"the evaluation sessions hold a market the training sessions hold over an overlapping time "
+            f"({describe_overlaps(overlapping)}): periodic evaluation needs held-out data"
+        )
     created_ms = clock.now_ms()
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
@@ -140,8 +150,10 @@ async def train_on_tapes(
         "seed": seed,
         "sessions": list(session_ids),
         "markets": len(tapes),
-        # What the markets held, whatever their session ids: evaluation refuses the same data.
+        # What the markets held, whatever their session ids: evaluation refuses the same data,
+        # and the same market (ticker) over an overlapping time, however it was recorded.
         "market_digests": sorted(trained_on),
+        "market_spans": spans,
         "eval_sessions": list(eval_session_ids),
         "replay": attrs.asdict(replay),
         **dict(settings or {}),
@@ -181,6 +193,44 @@ async def train_on_tapes(
         steps_per_pass=sum(tape.steps - 1 for tape in tapes),
         chart=chart,
     )
+
+
+def market_spans(tapes: Sequence[MarketTape]) -> list[dict[str, Any]]:
+    """Each market's ticker, session and the times of its first and last rows (Unix ms): what a
+    model records to say which markets, over which times, it was trained on."""
+    return [
+        {"ticker": tape.ticker, "session": tape.session_id, "first_ms": int(tape.times[0]), "last_ms": int(tape.times[-1])}
+        for tape in tapes
+    ]
+
+
+def overlapping_markets(
+    spans: Sequence[Mapping[str, Any]], tapes: Sequence[MarketTape]
+) -> list[tuple[Mapping[str, Any], MarketTape]]:
+    """The ``tapes`` holding a market of ``spans`` (same ticker) over a time overlapping its span:
+    the same market recorded again -- with more events, or from another start -- is not held out."""
+    found = []
+    for tape in tapes:
+        first, last = int(tape.times[0]), int(tape.times[-1])
+        for span in spans:
+            if span["ticker"] == tape.ticker and span["first_ms"] <= last and first <= span["last_ms"]:
+                found.append((span, tape))
+                break
+    return found
+
+
+def describe_overlaps(overlapping: Sequence[tuple[Mapping[str, Any], MarketTape]], shown: int = 3) -> str:
+    """``overlapping_markets`` in words: which market, where it was trained on and where it is now."""
+    named = "; ".join(
+        f"{tape.ticker} of session {tape.session_id} ({_utc(int(tape.times[0]))} to {_utc(int(tape.times[-1]))}) "
+        f"was trained on in session {span['session']} ({_utc(span['first_ms'])} to {_utc(span['last_ms'])})"
+        for span, tape in overlapping[:shown]
+    )
+    return named + ("; and more" if len(overlapping) > shown else "")
+
+
+def _utc(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 async def _train_in_thread(trainer: AgentTrainer, tapes: Sequence[MarketTape], **options: Any) -> TrainedAgent:

@@ -39,7 +39,17 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("model_id", type=int, metavar="MODEL_ID", help="model id, from `models list`")
-    parser.add_argument("--sessions", type=int, nargs="+", required=True, metavar="ID", help="held-out session ids")
+    parser.add_argument(
+        "--sessions",
+        type=int,
+        nargs="+",
+        required=True,
+        metavar="ID",
+        help=(
+            "held-out session ids: not trained on, holding neither the data of a market the model was trained on "
+            "nor such a market (ticker) over an overlapping time"
+        ),
+    )
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="default 0")
     parser.add_argument(
         "--chart", metavar="PNG", help=f"where to write the equity curves (default $RL_DATA_DIR/{EVALUATIONS_DIR_NAME}/)"

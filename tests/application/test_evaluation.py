@@ -454,7 +454,10 @@ class LoadsABuyer:
 
 
 def a_record(**changes):
-    hyperparameters = {"replay": {"step_ms": 2000, "depth_levels": 4}, "sessions": [1, 2], "market_digests": ["0" * 16]}
+    hyperparameters = {
+        "replay": {"step_ms": 2000, "depth_levels": 4}, "sessions": [1, 2], "market_digests": ["0" * 16],
+        "market_spans": [{"ticker": "U", "session": 1, "first_ms": 0, "last_ms": 60_000}],  # another market
+    }  # fmt: skip
     return attrs.evolve(ModelRecord(3, "m", 2, "fake", "trained", "/models/m.zip", 0, hyperparameters, {"old": 1}), **changes)
 
 
@@ -547,7 +550,7 @@ async def test_an_active_version_that_fails_on_new_sessions_stays_active():
 
 
 async def test_sessions_the_model_was_trained_on_are_refused():
-    registry = OneModelRegistry(a_record(hyperparameters={"sessions": [9], "market_digests": []}))
+    registry = OneModelRegistry(a_record(hyperparameters={"sessions": [9], "market_digests": [], "market_spans": []}))
     with pytest.raises(ValueError, match=r"model 3 \(m v2\) was trained on sessions \[9\]; evaluate it on held-out"):
         await run_evaluate_model(registry, FakeTradingRecords())
 
@@ -561,12 +564,40 @@ async def test_the_same_market_data_under_another_session_id_is_refused():
     assert registry.record.metrics == {"old": 1}  # nothing recorded
 
 
+def span(first_ms, last_ms, ticker="T"):
+    return {"ticker": ticker, "session": 1, "first_ms": first_ms, "last_ms": last_ms}
+
+
+async def test_a_market_trained_on_over_an_overlapping_time_is_refused_whatever_its_data():
+    # Session 9's tape of T has rows at 0, 2 s, ..., 20 s; the model trained on T from 20 s to 60 s
+    # (recorded with other events: its digest differs).
+    hyperparameters = {**a_record().hyperparameters, "market_spans": [span(20_000, 60_000)]}
+    registry, trainer = OneModelRegistry(a_record(hyperparameters=hyperparameters)), LoadsABuyer()
+    with pytest.raises(ValueError) as refused:
+        await run_evaluate_model(registry, FakeTradingRecords(), trainer=trainer)
+    assert str(refused.value) == (
+        "model 3 (m v2) was trained on the same market over an overlapping time: T of session 9 "
+        "(1970-01-01 00:00:00 UTC to 1970-01-01 00:00:20 UTC) was trained on in session 1 "
+        "(1970-01-01 00:00:20 UTC to 1970-01-01 00:01:00 UTC); evaluate it on held-out sessions "
+        "(other markets, or this one over another time)"
+    )
+    assert trainer.loaded == [] and registry.record.metrics == {"old": 1}
+
+
+@pytest.mark.parametrize("spans", [[span(20_001, 60_000)], [span(-60_000, -1)], [span(0, 20_000, ticker="U")]])
+async def test_the_same_ticker_at_another_time_or_another_ticker_at_the_same_time_is_held_out(spans):
+    registry = OneModelRegistry(a_record(hyperparameters={**a_record().hyperparameters, "market_spans": spans}))
+    result, _ = await run_evaluate_model(registry, FakeTradingRecords())
+    assert result.evaluations[0].total_return == pytest.approx(5.0)  # evaluated
+
+
 @pytest.mark.parametrize(
     ("hyperparameters", "missing"),
     [
-        ({"replay": {}}, "'sessions' or 'market_digests'"),
-        ({"replay": {}, "sessions": [1]}, "'market_digests'"),
-        ({"replay": {}, "market_digests": []}, "'sessions'"),
+        ({"replay": {}}, "'sessions' or 'market_digests' or 'market_spans'"),
+        ({"replay": {}, "sessions": [1], "market_spans": []}, "'market_digests'"),
+        ({"replay": {}, "market_digests": [], "market_spans": []}, "'sessions'"),
+        ({"replay": {}, "sessions": [1], "market_digests": []}, "'market_spans'"),  # trained before they were kept
     ],
 )
 async def test_a_record_that_does_not_say_what_it_was_trained_on_is_refused(hyperparameters, missing):

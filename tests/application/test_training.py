@@ -69,9 +69,12 @@ class FakeTrainer:
         raise NotImplementedError
 
 
-def tapes(*, session_id=4, yes_bid=4500):
-    events = [BookSnapshot("T", 1, 0, yes=((yes_bid, 100),), no=((5300, 100),)), MarketResolved("T", 3000, Side.NO)]
-    return [compile_market(events, ticker="T", session_id=session_id, config=ReplayConfig())]
+def tapes(*, session_id=4, yes_bid=4500, ticker="T", start_ms=0):
+    events = [
+        BookSnapshot(ticker, 1, start_ms, yes=((yes_bid, 100),), no=((5300, 100),)),
+        MarketResolved(ticker, start_ms + 3000, Side.NO),
+    ]
+    return [compile_market(events, ticker=ticker, session_id=session_id, config=ReplayConfig())]
 
 
 def test_the_fake_trainer_is_an_agent_trainer():
@@ -108,6 +111,8 @@ async def test_trains_saves_and_registers_with_what_it_takes_to_repeat_the_run(t
     assert record.hyperparameters["replay"] == {"step_ms": 1000, "depth_levels": 10}
     digests = record.hyperparameters["market_digests"]  # what evaluation refuses to call held out
     assert len(digests) == record.hyperparameters["markets"] and all(len(d) == 16 for d in digests)
+    # Which market over which times (rows at 0, 1 s, 2 s, 3 s): evaluation refuses it again.
+    assert record.hyperparameters["market_spans"] == [{"ticker": "T", "session": 4, "first_ms": 0, "last_ms": 3000}]
     assert record.metrics == {"training": {"timesteps_per_s": 9000.0}} == result.record.metrics
     assert result.markets == 1 and result.steps_per_pass == 3
 
@@ -135,7 +140,7 @@ async def test_the_training_curve_is_drawn_beside_the_model_file(tmp_path):
 
 async def test_held_out_tapes_go_to_the_trainer_for_periodic_evaluation(tmp_path):
     trainer = FakeTrainer()
-    held_out = tapes(session_id=5, yes_bid=4400)
+    held_out = tapes(session_id=5, ticker="U") + tapes(session_id=5, yes_bid=4400, start_ms=3001)  # T, later
     await train_on_tapes(
         tapes(),
         registry=FakeRegistry(),
@@ -163,6 +168,20 @@ async def test_evaluation_tapes_holding_the_training_data_under_another_id_are_r
             eval_tapes=tapes(session_id=5), eval_session_ids=[5],
         )  # fmt: skip
     assert registry.records == {} and trainer.calls == []  # refused before anything is registered
+
+
+async def test_evaluation_tapes_of_a_training_market_over_an_overlapping_time_are_refused(tmp_path):
+    registry, trainer = FakeRegistry(), FakeTrainer()
+    more = tapes(session_id=5, yes_bid=4400, start_ms=3000)  # T again, other data, from its last row on
+    with pytest.raises(ValueError, match=r"the evaluation sessions hold a market the training sessions hold over an "
+                                         r"overlapping time \(T of session 5 \(1970-01-01 00:00:03 UTC to "
+                                         r"1970-01-01 00:00:06 UTC\) was trained on in session 4 \(1970-01-01 00:00:00 "
+                                         r"UTC to 1970-01-01 00:00:03 UTC\)\): periodic evaluation needs held-out data"):
+        await train_on_tapes(
+            tapes(), registry=registry, trainer=trainer, clock=FakeClock(), session_ids=[4], name="m",
+            total_timesteps=10, seed=0, models_dir=tmp_path, replay=ReplayConfig(), eval_tapes=more, eval_session_ids=[5],
+        )  # fmt: skip
+    assert registry.records == {} and trainer.calls == []
 
 
 async def test_a_failed_training_is_marked_failed_in_the_registry(tmp_path):

@@ -10,6 +10,7 @@ from dependency_injector import providers
 
 from adapters.storage import SqliteModelRegistry, SqliteOrderbookStore, SqliteTradingRecords
 from application.replay import ReplayConfig, load_tapes
+from application.training import market_spans
 from domain.events import BookSnapshot, MarketResolved, PublicTrade
 from domain.values import ONE_CONTRACT, Side
 from entrypoints import cli
@@ -71,6 +72,7 @@ async def model_id(settings) -> int:
             path=str(settings.models_dir / "agent-v1.zip"),
             created_ms=1,
             hyperparameters={"sessions": [1], "market_digests": [trained.content_digest()],
+                             "market_spans": market_spans([trained]),
                              "replay": {"step_ms": 1_000}, "environment": EnvironmentSettings().as_dict()},
             status="trained",  # its run finished
         )  # fmt: skip
@@ -184,6 +186,7 @@ async def test_the_same_market_data_recorded_again_under_another_id_is_refused(s
         record = await registry.register(
             "agent", algorithm="ppo", path=str(settings.models_dir / "agent-v2.zip"), created_ms=2,
             hyperparameters={"sessions": [1], "market_digests": [trained.content_digest()],
+                             "market_spans": market_spans([trained]),
                              "replay": {"step_ms": 1_000}, "environment": EnvironmentSettings().as_dict()},
         )  # fmt: skip
     finally:
@@ -194,6 +197,25 @@ async def test_the_same_market_data_recorded_again_under_another_id_is_refused(s
     assert (
         f"model {record.model_id} (agent v2) was trained on the same market data as TRAIN of session {copy} "
         "(recorded again under another id); evaluate it on held-out sessions"
+    ) in capsys.readouterr().err
+
+
+async def test_the_same_market_recorded_again_with_more_events_is_refused(settings, container, model_id, capsys):
+    store = SqliteOrderbookStore(settings.sqlite_path)
+    await store.open()
+    try:
+        again = await store.start_session(["TRAIN"], started_ms=0, source="test")  # recorded alongside session 1
+        more = [*spread_market("TRAIN")[:-1], PublicTrade("TRAIN", 6_500, "TRAIN-3", 5500, C, Side.YES)]
+        await store.write_events(again, [*sorted(more, key=lambda event: event.ts_ms), spread_market("TRAIN")[-1]])
+        await store.end_session(again, ended_ms=8_000)
+    finally:
+        await store.close()
+    code = await _in_thread(run, ["evaluate", str(model_id), "--sessions", str(again)], settings, container)
+    assert code == 2
+    assert (
+        f"cannot evaluate model 1: model 1 (agent v1) was trained on the same market over an overlapping time: "
+        f"TRAIN of session {again} (1970-01-01 00:00:00 UTC to 1970-01-01 00:00:08 UTC) was trained on in session 1 "
+        "(1970-01-01 00:00:00 UTC to 1970-01-01 00:00:08 UTC); evaluate it on held-out sessions"
     ) in capsys.readouterr().err
 
 
@@ -211,7 +233,7 @@ async def test_a_model_whose_record_does_not_say_what_it_was_trained_on_is_refus
     assert code == 2
     assert (
         f"cannot evaluate model {record.model_id}: model {record.model_id} (agent v1) does not say what it was "
-        "trained on (its hyperparameters have no 'sessions' or 'market_digests')"
+        "trained on (its hyperparameters have no 'sessions' or 'market_digests' or 'market_spans')"
     ) in capsys.readouterr().err
 
 
