@@ -3,13 +3,14 @@
 Replay compiles whatever was recorded; this says what in it a trainer should know about, per
 market:
 
-* book events before the market's first snapshot (they cannot be applied, replay skips them);
+* book events and trades before the market's first snapshot (replay skips them);
 * no scheduled close (:class:`~domain.events.MarketScheduled`) recorded before the first
   snapshot: replay then gives the time-left features a neutral constant instead of counting
   down (older recordings); and events stamped after the scheduled close;
 * deltas that drive a level below zero: the book drops the level (Kalshi: gone at <= 0), but a
   level can only go negative when a delta that added to it was lost;
-* events after the market's resolution (replay ends the market there and drops them);
+* events after the market's resolution (replay ends the market there and drops them), and events
+  recorded before it but stamped after its time (replay cannot place them: it drops them too);
 * sequence gaps and repeats per subscription (``sid``), and how many later snapshots
   resynchronised the book. A recording made with ``RL_ORDERBOOK_SAMPLE_RATE`` > 1 folds deltas
   into snapshots, so its sequence numbers jump by design: count those jumps, not losses;
@@ -60,6 +61,7 @@ class MarketQuality:
     after_close: int = 0  # book and trade events stamped after the scheduled close
     below_zero: int = 0  # deltas that drove a level below zero (the level is dropped)
     after_resolution: int = 0  # events recorded after the first resolution (replay drops them)
+    stamped_after_resolution: int = 0  # recorded before the resolution, stamped after its time (dropped)
 
     def problems(self, silence_ms: int) -> list[str]:
         """One line per finding, empty for a clean market."""
@@ -67,7 +69,7 @@ class MarketQuality:
         if not self.snapshots:
             found.append("no book snapshot: the market cannot be replayed")
         if self.before_first_snapshot:
-            found.append(f"{self.before_first_snapshot} book events before the first snapshot (skipped)")
+            found.append(f"{self.before_first_snapshot} book events and trades before the first snapshot (skipped)")
         if self.snapshots and not self.scheduled:
             found.append(
                 "no scheduled close recorded before the first snapshot: the time-left features are "
@@ -81,6 +83,11 @@ class MarketQuality:
             )
         if self.after_resolution:
             found.append(f"{self.after_resolution} events after the resolution (dropped: the market ends there)")
+        if self.stamped_after_resolution:
+            found.append(
+                f"{self.stamped_after_resolution} events recorded before the resolution but stamped after its "
+                "time (dropped: the market ends at the resolution's time)"
+            )
         if self.sequence_gaps or self.sequence_repeats:
             found.append(
                 f"{self.sequence_gaps} sequence gaps and {self.sequence_repeats} repeats "
@@ -139,12 +146,16 @@ def check_session(
     """The report of one session's events, in recorded order."""
     if silence_ms <= 0:
         raise ValueError(f"silence_ms must be > 0, got {silence_ms}")
+    resolutions: dict[str, int] = {}  # each market's first resolution time: replay ends it there
+    for event in events:
+        if isinstance(event, MarketResolved):
+            resolutions.setdefault(event.ticker, event.ts_ms)
     markets: dict[str, _MarketCheck] = {}
     last_seq: dict[int | None, int] = {}
     for event in events:
         market = markets.get(event.ticker)
         if market is None:
-            market = markets[event.ticker] = _MarketCheck(event.ticker, silence_ms)
+            market = markets[event.ticker] = _MarketCheck(event.ticker, silence_ms, resolutions.get(event.ticker))
         if isinstance(event, (BookSnapshot, BookDelta)) and event.seq is not None:
             previous = last_seq.get(event.sid)
             last_seq[event.sid] = event.seq if previous is None else max(previous, event.seq)
@@ -160,9 +171,11 @@ def check_session(
 class _MarketCheck:
     """One market's running tallies, fed its events in recorded order."""
 
-    def __init__(self, ticker: str, silence_ms: int) -> None:
+    def __init__(self, ticker: str, silence_ms: int, resolution_ms: int | None) -> None:
         self.ticker = ticker
         self.silence_ms = silence_ms
+        self.resolution_ms = resolution_ms
+        self.stamped_after_resolution = 0
         self.book = OrderBook(ticker)
         self.events = self.snapshots = self.deltas = self.trades = 0
         self.resolved = False
@@ -187,6 +200,8 @@ class _MarketCheck:
         self.events += 1
         if self.resolved:
             self.after_resolution += 1
+        elif self.resolution_ms is not None and ts > self.resolution_ms and not isinstance(event, MarketResolved):
+            self.stamped_after_resolution += 1
         elif self.close_ms is not None and ts > self.close_ms and not isinstance(event, MarketResolved):
             self.after_close += 1
         if self.last_ms is None:
@@ -214,6 +229,8 @@ class _MarketCheck:
             self._book_changed(ts)
         elif isinstance(event, PublicTrade):
             self.trades += 1
+            if not self.snapshots:
+                self.before_first_snapshot += 1
         elif isinstance(event, MarketResolved):
             self.resolved = True
 
@@ -256,6 +273,7 @@ class _MarketCheck:
             after_close=self.after_close,
             below_zero=self.below_zero,
             after_resolution=self.after_resolution,
+            stamped_after_resolution=self.stamped_after_resolution,
         )
 
 

@@ -51,10 +51,11 @@ def test_sequence_gaps_repeats_and_resyncs_are_counted_per_subscription():
     assert "A: 1 sequence gaps and 1 repeats (1 resynchronising snapshots" in report.problems()[0]
 
 
-def test_deltas_before_the_first_snapshot_are_reported_not_applied():
-    events = [BookDelta("A", None, 0, YES, 4000, 100), *clean()]
+def test_deltas_and_trades_before_the_first_snapshot_are_reported_not_applied():
+    events = [BookDelta("A", None, 0, YES, 4000, 100), PublicTrade("A", 0, "t0", 4500, 5, YES), *clean()]
     market = only(check_session(events, session_id=1))
-    assert market.before_first_snapshot == 1 and market.deltas == 3
+    assert market.before_first_snapshot == 2 and market.deltas == 3 and market.trades == 2
+    assert "2 book events and trades before the first snapshot (skipped)" in market.problems(60_000)
 
 
 def test_time_crossed_locked_and_one_sided_is_measured_on_the_events_clock():
@@ -135,6 +136,18 @@ def test_events_after_the_resolution_are_reported_as_dropped():
     market = only(check_session(events, session_id=1))
     assert market.after_resolution == 2
     assert "2 events after the resolution (dropped: the market ends there)" in market.problems(60_000)
+
+
+def test_events_recorded_before_the_resolution_but_stamped_after_it_are_reported_as_dropped():
+    events = clean()
+    events.insert(-1, PublicTrade("A", 3_100, "late", 4500, 1, YES))  # recorded first, stamped later
+    events.insert(-1, BookDelta("A", 4, 3_200, YES, 4500, 5))
+    market = only(check_session(events, session_id=1))
+    assert market.stamped_after_resolution == 2 and market.after_resolution == 0
+    assert (
+        "2 events recorded before the resolution but stamped after its time (dropped: the market ends at the "
+        "resolution's time)"
+    ) in market.problems(60_000)
 
 
 def test_a_short_one_sided_spell_is_a_minor_line_not_left_out():

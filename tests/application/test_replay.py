@@ -388,7 +388,7 @@ async def test_data_quality_findings_are_logged_on_every_load_cached_or_not(tmp_
         with caplog.at_level("WARNING", logger="application.replay"):
             await load_session_tapes(store, 1, config=CONFIG, cache_dir=tmp_path)
         assert "session 1 data quality" in caplog.text, attempt
-        assert "A: 1 book events before the first snapshot" in caplog.text and "A: no resolution" in caplog.text
+        assert "A: 1 book events and trades before the first snapshot" in caplog.text and "A: no resolution" in caplog.text
     assert store.reads == 1
 
 
