@@ -202,6 +202,16 @@ class ModelNotFound(LookupError):
     pass
 
 
+@attrs.frozen
+class PruneResult:
+    """What retention did: the versions it deleted (rows and files), and the ones it would have
+    deleted but kept because they have paper-trading records (``rl_trading_episodes`` in mode
+    ``paper``: history a deletion would cascade away). Each sorted by name, then version."""
+
+    deleted: tuple[ModelRecord, ...] = ()
+    paper_traded: tuple[ModelRecord, ...] = ()
+
+
 @runtime_checkable
 class ModelRegistry(Protocol):
     """Versions of trained models: metadata in a store, weights as files on disk.
@@ -209,7 +219,8 @@ class ModelRegistry(Protocol):
     A version's life: registered ``training`` -> ``failed`` if the run raises, ``trained`` when
     it finishes; made ``active`` by a promotion (at most one active version per name: the
     previous one becomes ``retired``), or ``retired`` by a held-out evaluation it failed; pruned
-    (deleted with its files) once enough newer ``trained``/``retired``/``failed`` versions exist.
+    (deleted with its files) once enough newer ``trained``/``retired``/``failed`` versions exist,
+    unless it has paper-trading records.
     The registry records any of these; the rule that only a version that passed its held-out
     evaluation may become active is the application's (``application.evaluation``
     ``promote_evaluated``), which every promotion goes through.
@@ -250,11 +261,13 @@ class ModelRegistry(Protocol):
         only grows: an actor polls it cheaply and reloads its model when it moves."""
         ...
 
-    async def prune(self, *, keep: int, name: str | None = None) -> list[ModelRecord]:
+    async def prune(self, *, keep: int, name: str | None = None) -> PruneResult:
         """Retention: of each name's (or only ``name``'s) versions in :data:`PRUNABLE_STATUSES`,
-        keeps the ``keep`` newest and deletes the others, rows and files (the model file and
-        its checkpoint directory); returns the deleted versions. Never touches an active
-        version or one still training."""
+        keeps the ``keep`` newest and deletes the others, rows and files (the model file, its
+        checkpoint directory and its training curve) -- except a version with paper-trading
+        records, which is kept and reported in ``paper_traded``. Its training and evaluation
+        records go with a deleted version. Never touches an active version or one still
+        training."""
         ...
 
 

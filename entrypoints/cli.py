@@ -49,7 +49,7 @@ from domain.actions import ActionSpace
 from domain.ports import ModelNotFound, ModelRecord, ModelRegistry, SessionInfo, SessionNotFound
 from entrypoints.config import ConfigError, Settings, StoreKind, parse_market_tickers, unknown_variable_warnings
 from entrypoints.container import Container, build_container
-from entrypoints.evaluate_command import add_evaluate_command, quoting_settings
+from entrypoints.evaluate_command import EVALUATIONS_DIR_NAME, add_evaluate_command, equity_chart, quoting_settings
 from entrypoints.actor_command import add_actor_command
 from entrypoints.arguments import non_negative_int, positive_int
 from entrypoints.exchange_command import add_exchange_command
@@ -394,8 +394,11 @@ def add_models_commands(commands: argparse._SubParsersAction) -> None:
         "prune",
         help="delete old trained, retired and failed versions, with their files",
         description=(
-            "Retention: of each model name's trained, retired and failed versions, keep the newest K and "
-            "delete the others from the registry and from disk (model file, checkpoints, training curve). "
+            "Retention: of each model name's trained, retired and failed versions (trained: finished, never "
+            "promoted), keep the newest K and delete the others -- from the registry, with their training and "
+            "evaluation trading records, and from disk: model file, checkpoints, training curve and the "
+            f"evaluation's equity curve ($RL_DATA_DIR/{EVALUATIONS_DIR_NAME}/model-ID-equity.png; a PNG written "
+            "elsewhere with `evaluate --chart` stays). A version with paper-trading records is kept and listed. "
             "Active versions and versions still training are never deleted."
         ),
     )
@@ -455,10 +458,18 @@ async def promote_model(args: argparse.Namespace, settings: Settings, container:
 async def prune_models(args: argparse.Namespace, settings: Settings, container: Container) -> int:
     registry = container.model_registry()
     async with _opened(settings, registry):
-        deleted = await registry.prune(keep=args.keep, name=args.name)
-    for model in deleted:
+        result = await registry.prune(keep=args.keep, name=args.name)
+    for model in result.deleted:
+        equity_chart(settings, model.model_id).unlink(missing_ok=True)  # the evaluation's, if it was evaluated
         print(f"Deleted model {model.model_id} ({model.name} v{model.version}, {model.status}) and {model.path}")
-    print(f"Pruned {len(deleted)} version{'s' if len(deleted) != 1 else ''}, keeping the newest {args.keep} per name.")
+    for model in result.paper_traded:
+        print(
+            f"Kept model {model.model_id} ({model.name} v{model.version}, {model.status}): it has paper-trading "
+            "records, which deleting it would delete"
+        )
+    deleted = len(result.deleted)
+    kept = f" and {len(result.paper_traded)} older with paper-trading records" if result.paper_traded else ""
+    print(f"Pruned {deleted} version{'s' if deleted != 1 else ''}, keeping the newest {args.keep} per name{kept}.")
     return 0
 
 

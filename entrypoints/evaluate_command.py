@@ -106,10 +106,16 @@ async def evaluate_model_command(args: argparse.Namespace, settings: Settings, c
     else:
         print(f"{label} stays {result.model.status}, though it failed the rule on these sessions.")
     print(f"Recorded {len(result.recorded_episodes)} episodes of {label} in the trading records (mode evaluation).")
-    chart = Path(args.chart) if args.chart else settings.data_dir / EVALUATIONS_DIR_NAME / f"model-{record.model_id}-equity.png"
+    chart = Path(args.chart) if args.chart else equity_chart(settings, record.model_id)
     title = f"{record.name} v{record.version} against the baselines, {result.markets} held-out markets"
     print(f"Equity curves: {write_equity_chart(result.evaluations, chart, title=title)}")
     return 0
+
+
+def equity_chart(settings: Settings, model_id: int) -> Path:
+    """Where ``evaluate`` writes a version's equity curves by default (``models prune`` deletes it
+    with the version)."""
+    return settings.data_dir / EVALUATIONS_DIR_NAME / f"model-{model_id}-equity.png"
 
 
 def quoting_settings(environment: EnvironmentSettings) -> EnvironmentSettings:

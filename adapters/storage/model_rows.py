@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -30,6 +30,17 @@ def prunable_ids_sql(placeholder_keep: str, placeholder_name: str | None) -> str
 def still_prunable_sql() -> str:
     """The condition a row must still meet when it is deleted (its status may have changed)."""
     return f"status IN ({_PRUNABLE})"
+
+
+# A version that paper-traded keeps its row: deleting it would cascade to that history.
+PAPER_TRADED_SQL = (
+    "EXISTS (SELECT 1 FROM rl_trading_episodes AS episodes"
+    " WHERE episodes.model_id = rl_models.id AND episodes.mode = 'paper')"
+)
+
+
+def by_name_and_version(records: Iterable[ModelRecord]) -> tuple[ModelRecord, ...]:
+    return tuple(sorted(records, key=lambda record: (record.name, record.version)))
 
 
 def next_version_sql(placeholder_name: str) -> str:

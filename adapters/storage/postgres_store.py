@@ -25,8 +25,10 @@ from adapters.storage.event_rows import (
 from adapters.storage.model_files import delete_model_files
 from adapters.storage.model_rows import (
     MODEL_COLUMNS,
+    PAPER_TRADED_SQL,
     active_generation_sql,
     bump_generation_sql,
+    by_name_and_version,
     changes_active,
     check_promotable,
     checked_keep,
@@ -52,7 +54,7 @@ from adapters.storage.session_rows import (
     session_not_found,
 )
 from domain.events import MarketEvent
-from domain.ports import ModelRecord, SessionInfo
+from domain.ports import ModelRecord, PruneResult, SessionInfo
 
 _SELECT_EVENTS = {table: table.select_sql("$1") for table in EVENT_TABLES}
 _SELECT_SESSIONS = f"SELECT {', '.join(SESSION_COLUMNS)} FROM rl_sessions"
@@ -62,9 +64,11 @@ _BUMP_GENERATION = bump_generation_sql("$1")
 _ACTIVE_GENERATION = active_generation_sql("$1")
 # A row whose status changed since it was chosen (a retired version promoted again) is kept.
 _DELETE_PRUNABLE = (
-    f"DELETE FROM rl_models WHERE id = ANY($1::bigint[]) AND {still_prunable_sql()}"
+    f"DELETE FROM rl_models WHERE id = ANY($1::bigint[]) AND {still_prunable_sql()} AND NOT {PAPER_TRADED_SQL}"
     f" RETURNING {', '.join(MODEL_COLUMNS)}"
 )
+# Chosen for deletion, still prunable, but kept: it paper-traded.
+_KEPT_PAPER_TRADED = f"{_SELECT_MODELS} WHERE id = ANY($1::bigint[]) AND {still_prunable_sql()} AND {PAPER_TRADED_SQL}"
 
 # What a refused COPY row raises: a CHECK or NOT NULL, or a value asyncpg cannot encode.
 _REFUSED_ROW = (asyncpg.IntegrityConstraintViolationError, asyncpg.DataError, OverflowError)
@@ -257,7 +261,7 @@ class PostgresModelRegistry(PostgresAdapter):
         generation = await self._database.pool.fetchval(_ACTIVE_GENERATION, name)
         return 0 if generation is None else generation
 
-    async def prune(self, *, keep: int, name: str | None = None) -> list[ModelRecord]:
+    async def prune(self, *, keep: int, name: str | None = None) -> PruneResult:
         keep = checked_keep(keep)
         async with self._database.pool.acquire() as connection, connection.transaction():
             if name is None:
@@ -265,9 +269,13 @@ class PostgresModelRegistry(PostgresAdapter):
             else:
                 ids = [row["id"] for row in await connection.fetch(prunable_ids_sql("$2", "$1"), name, keep)]
             rows = await connection.fetch(_DELETE_PRUNABLE, ids)
-        deleted = sorted((model_record(row) for row in rows), key=lambda record: (record.name, record.version))
-        await asyncio.to_thread(delete_model_files, deleted)
-        return deleted
+            kept = await connection.fetch(_KEPT_PAPER_TRADED, ids)
+        result = PruneResult(
+            deleted=by_name_and_version(model_record(row) for row in rows),
+            paper_traded=by_name_and_version(model_record(row) for row in kept),
+        )
+        await asyncio.to_thread(delete_model_files, result.deleted)
+        return result
 
 
 async def _lock_name(connection: asyncpg.Connection, name: str) -> None:

@@ -27,8 +27,10 @@ from adapters.storage.event_rows import (
 from adapters.storage.model_files import delete_model_files
 from adapters.storage.model_rows import (
     MODEL_COLUMNS,
+    PAPER_TRADED_SQL,
     active_generation_sql,
     bump_generation_sql,
+    by_name_and_version,
     changes_active,
     check_promotable,
     checked_keep,
@@ -54,7 +56,7 @@ from adapters.storage.session_rows import (
 )
 from adapters.storage.sqlite_connection import SqliteAdapter, read_transaction, write_transaction
 from domain.events import MarketEvent
-from domain.ports import ModelRecord, SessionInfo
+from domain.ports import ModelRecord, PruneResult, SessionInfo
 
 _INSERT_EVENTS = {
     table: f"INSERT INTO {table.name} ({', '.join(table.insert_columns)})"
@@ -67,7 +69,8 @@ _SELECT_MODELS = f"SELECT {', '.join(MODEL_COLUMNS)} FROM rl_models"
 _NEXT_VERSION = next_version_sql("?")
 _BUMP_GENERATION = bump_generation_sql("?")
 _ACTIVE_GENERATION = active_generation_sql("?")
-_DELETE_PRUNABLE = f"DELETE FROM rl_models WHERE id = ? AND {still_prunable_sql()}"
+_DELETE_PRUNABLE = f"DELETE FROM rl_models WHERE id = ? AND {still_prunable_sql()} AND NOT {PAPER_TRADED_SQL}"
+_IS_PAPER_TRADED = f"SELECT {PAPER_TRADED_SQL} FROM rl_models WHERE id = ?"
 
 
 def _prunable_ids(one_name: bool) -> str:
@@ -220,10 +223,10 @@ class SqliteModelRegistry(SqliteAdapter):
     async def active_generation(self, name: str) -> int:
         return await self._database.run(_active_generation, name)
 
-    async def prune(self, *, keep: int, name: str | None = None) -> list[ModelRecord]:
-        deleted = await self._database.run(_prune, checked_keep(keep), name)
-        await asyncio.to_thread(delete_model_files, deleted)
-        return deleted
+    async def prune(self, *, keep: int, name: str | None = None) -> PruneResult:
+        result = await self._database.run(_prune, checked_keep(keep), name)
+        await asyncio.to_thread(delete_model_files, result.deleted)
+        return result
 
 
 def _register(
@@ -292,11 +295,16 @@ def _active_generation(connection: sqlite3.Connection, name: str) -> int:
     return 0 if row is None else row[0]
 
 
-def _prune(connection: sqlite3.Connection, keep: int, name: str | None) -> list[ModelRecord]:
-    """Deletes the rows; the caller deletes the files once they are gone."""
+def _prune(connection: sqlite3.Connection, keep: int, name: str | None) -> PruneResult:
+    """Deletes the rows (the write lock held throughout: nothing changes in between); the caller
+    deletes the files once they are gone."""
     parameters = (keep,) if name is None else (name, keep)  # in the order the placeholders appear
     with write_transaction(connection):
         ids = [row[0] for row in connection.execute(_prunable_ids(name is not None), parameters)]
-        deleted = [_get_model(connection, model_id) for model_id in ids]
-        connection.executemany(_DELETE_PRUNABLE, [(model_id,) for model_id in ids])
-    return sorted(deleted, key=lambda record: (record.name, record.version))
+        candidates = [_get_model(connection, model_id) for model_id in ids]
+        paper = {model_id for model_id in ids if connection.execute(_IS_PAPER_TRADED, (model_id,)).fetchone()[0]}
+        connection.executemany(_DELETE_PRUNABLE, [(model_id,) for model_id in ids if model_id not in paper])
+    return PruneResult(
+        deleted=by_name_and_version(record for record in candidates if record.model_id not in paper),
+        paper_traded=by_name_and_version(record for record in candidates if record.model_id in paper),
+    )

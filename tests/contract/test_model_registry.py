@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from domain.ports import ModelNotFound, ModelRegistry
+from domain.ports import EpisodeResult, ModelNotFound, ModelRegistry, PruneResult
 
 HYPERPARAMETERS = {
     "learning_rate": 0.0003,
@@ -290,7 +290,7 @@ async def test_prune_keeps_the_newest_trained_retired_or_failed_versions_of_each
     other = [await registered_with_files(registry, tmp_path, "other", "retired", 100 + ms) for ms in range(2)]
     generation = await registry.active_generation("book")
 
-    deleted = await registry.prune(keep=2)
+    deleted = (await registry.prune(keep=2)).deleted
 
     # book: the prunable versions are 1, 2, 4, 5, 7; the newest two (7 and 5) stay.
     assert [(m.name, m.version) for m in deleted] == [("book", 1), ("book", 2), ("book", 4)]
@@ -315,14 +315,14 @@ async def test_prune_one_name_to_zero_keeps_its_active_and_training_versions_and
         await registered_with_files(registry, tmp_path, "book", status, ms)
     await registered_with_files(registry, tmp_path, "other", "retired", 10)
 
-    deleted = await registry.prune(keep=0, name="book")
+    deleted = (await registry.prune(keep=0, name="book")).deleted
 
     assert [(m.name, m.version) for m in deleted] == [("book", 3), ("book", 4), ("book", 5)]
     assert [(m.version, m.status) for m in await registry.list_models("book")] == [(1, "active"), (2, "training")]
     assert len(await registry.list_models("other")) == 1
     # The numbers of pruned versions are never handed out again.
     assert (await register(registry, "book", created_ms=20)).version == 6
-    assert await registry.prune(keep=0, name="book") == []
+    assert await registry.prune(keep=0, name="book") == PruneResult()
 
 
 async def test_prune_tolerates_files_already_gone_and_refuses_a_negative_keep(storage, tmp_path):
@@ -332,8 +332,33 @@ async def test_prune_tolerates_files_already_gone_and_refuses_a_negative_keep(st
     with pytest.raises(ValueError, match="keep must be a whole number of versions >= 0, got -1"):
         await registry.prune(keep=-1)
     assert len(await registry.list_models()) == 1
-    assert len(await registry.prune(keep=0)) == 1
+    assert len((await registry.prune(keep=0)).deleted) == 1
     assert await registry.list_models() == []
+
+
+async def test_prune_never_deletes_a_version_that_paper_traded_and_deletes_the_records_of_those_it_deletes(
+    storage, tmp_path
+):
+    registry, records = await storage.open_registry(), await storage.open_trading_records()
+    # versions 1..4: 1 paper-traded, 2 evaluated, 3 paper-traded and evaluated, 4 the newest
+    book = [await registered_with_files(registry, tmp_path, "book", "retired", ms) for ms in range(4)]
+    for record, modes in zip(book, (["paper"], ["evaluation", "training"], ["evaluation", "paper"], ["paper"])):
+        for mode in modes:
+            episode = await records.start_episode(record.model_id, market_ticker="T", mode=mode, started_ms=0)
+            await records.finish_episode(episode.episode_id, EpisodeResult(ended_ms=1, step_count=1, trade_count=0,
+                                                                           total_pnl=0, fees_paid=0))  # fmt: skip
+
+    result = await registry.prune(keep=1)
+
+    assert [m.version for m in result.deleted] == [2]  # 4 is the newest: kept as asked
+    assert [(m.version, m.status) for m in result.paper_traded] == [(1, "retired"), (3, "retired")]
+    assert [m.version for m in await registry.list_models("book")] == [1, 3, 4]
+    assert not Path(book[1].path).exists() and all(Path(book[i].path).exists() for i in (0, 2, 3))
+    assert await records.list_episodes(book[1].model_id) == []  # its evaluation and training records went with it
+    assert [e.mode for e in await records.list_episodes(book[2].model_id)] == ["evaluation", "paper"]
+    # Asked again: nothing more to delete, the same two kept.
+    again = await registry.prune(keep=1)
+    assert again.deleted == () and [m.version for m in again.paper_traded] == [1, 3]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -355,4 +380,4 @@ async def test_the_migration_marks_finished_runs_left_training_by_older_code_as_
 
     assert [m.status for m in await registry.list_models("ppo-book")] == ["trained", "training", "retired"]
     assert (await registry.update(running.model_id, status="trained")).status == "trained"
-    assert [m.version for m in await registry.prune(keep=2)] == [1]  # 2 and 3 are the newest two
+    assert [m.version for m in (await registry.prune(keep=2)).deleted] == [1]  # 2 and 3 are the newest two

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import attrs
 
@@ -376,3 +377,50 @@ def test_train_curriculum_flag_reaches_the_trainer_and_the_record(settings, cont
     recorded = {"start_fraction": 0.25, "ramp_fraction": 0.5} if curriculum else None
     assert model.hyperparameters["curriculum"] == recorded and model.status == "trained"
     assert model.metrics["training"]["curriculum"] == FinishedAgent.metrics["curriculum"]
+
+
+# ---------------------------------------------------------------------------------------------
+# models prune, on the real SQLite registry and trading records
+# ---------------------------------------------------------------------------------------------
+def test_prune_deletes_versions_with_their_evaluation_chart_and_keeps_paper_traded_ones(settings, capsys):
+    import asyncio
+
+    from adapters.storage import SqliteModelRegistry, SqliteTradingRecords
+
+    models, charts = settings.models_dir, settings.data_dir / "evaluations"
+
+    async def prepare():
+        registry, records = SqliteModelRegistry(settings.sqlite_path), SqliteTradingRecords(settings.sqlite_path)
+        await registry.open()
+        await records.open()
+        try:
+            versions = []
+            for ms in range(3):  # v1 paper-traded, v2 evaluated, v3 the newest
+                record = await registry.register(
+                    "book", algorithm="ppo", path=str(models / f"book-{ms}.zip"), created_ms=ms, hyperparameters={},
+                    status="retired",
+                )  # fmt: skip
+                Path(record.path).write_bytes(b"weights")
+                (charts / f"model-{record.model_id}-equity.png").write_bytes(b"png")
+                versions.append(record)
+            await records.start_episode(versions[0].model_id, market_ticker="T", mode="paper", started_ms=0)
+            await records.start_episode(versions[1].model_id, market_ticker="T", mode="evaluation", started_ms=0)
+            return versions
+        finally:
+            await registry.close()
+            await records.close()
+
+    models.mkdir(parents=True)
+    charts.mkdir(parents=True)
+    first, second, third = asyncio.run(prepare())
+
+    assert run(["models", "prune", "--keep", "1"], settings, build_container(settings)) == 0
+
+    assert capsys.readouterr().out == (
+        f"Deleted model 2 (book v2, retired) and {second.path}\n"
+        "Kept model 1 (book v1, retired): it has paper-trading records, which deleting it would delete\n"
+        "Pruned 1 version, keeping the newest 1 per name and 1 older with paper-trading records.\n"
+    )
+    assert not Path(second.path).exists() and not (charts / "model-2-equity.png").exists()
+    assert all(Path(record.path).exists() for record in (first, third))
+    assert (charts / "model-1-equity.png").exists() and (charts / "model-3-equity.png").exists()
