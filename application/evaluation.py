@@ -55,7 +55,7 @@ import numpy as np
 from application.baselines import DoNothingPolicy, PositionAwarePolicy, RandomPolicy, SpreadCapturingMarketMaker
 from application.charts import line_chart
 from application.replay import ReplayConfig, load_tapes
-from application.training import describe_overlaps, overlapping_markets
+from application.training import check_distinct, describe_overlaps, overlapping_markets
 from domain.actions import ActionDecoder
 from domain.market_tape import MarketTape
 from domain.orders import Order, OrderSide
@@ -567,6 +567,7 @@ async def evaluate_model(
     promotion rule becomes the active version of its name; a finished run (``trained``) that
     fails it is retired (:func:`record_verdict`).
     """
+    check_distinct(session_ids, "the held-out sessions")
     record = await registry.get(model_id)
     check_held_out(record, session_ids)  # by id, before anything is loaded
     replay = ReplayConfig(**record.hyperparameters.get("replay", {}))

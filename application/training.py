@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -80,6 +81,8 @@ async def train_agent(
     """
     if not session_ids:
         raise NothingToTrainOn("no sessions given to train on")
+    check_distinct(session_ids, "the sessions to train on")
+    check_distinct(eval_session_ids, "the evaluation sessions")
     overlap = sorted(set(session_ids) & set(eval_session_ids))
     if overlap:
         raise ValueError(f"sessions {overlap} are both trained on and held out for evaluation")
@@ -193,6 +196,16 @@ async def train_on_tapes(
         steps_per_pass=sum(tape.steps - 1 for tape in tapes),
         chart=chart,
     )
+
+
+def check_distinct(session_ids: Sequence[int], what: str) -> None:
+    """Refuse (``ValueError``) a session named twice: it would be replayed, and counted, twice."""
+    repeated = sorted(session for session, count in Counter(session_ids).items() if count > 1)
+    if repeated:
+        named = ", ".join(str(session) for session in repeated)
+        raise ValueError(
+            f"{what} name session{'s' if len(repeated) > 1 else ''} {named} more than once; give each session once"
+        )
 
 
 def market_spans(tapes: Sequence[MarketTape]) -> list[dict[str, Any]]:

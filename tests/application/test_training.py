@@ -265,3 +265,16 @@ async def test_sessions_with_nothing_to_replay_are_refused(tmp_path):
         await train_agent(session_ids=[], **kwargs)
     with pytest.raises(ValueError, match=r"sessions \[1\] are both trained on and held out"):
         await train_agent(session_ids=[1, 2], eval_session_ids=[1], **kwargs)
+
+
+async def test_a_session_named_twice_is_refused_before_anything_is_registered(tmp_path):
+    registry, trainer = FakeRegistry(), FakeTrainer()
+    kwargs = dict(
+        store=EmptyStore(), registry=registry, trainer=trainer, clock=FakeClock(), name="m", total_timesteps=10,
+        seed=0, models_dir=tmp_path, replay=ReplayConfig(),
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"^the sessions to train on name session 1 more than once; give each session once$"):
+        await train_agent(session_ids=[1, 2, 1], **kwargs)
+    with pytest.raises(ValueError, match=r"^the evaluation sessions name sessions 3, 5 more than once; give each"):
+        await train_agent(session_ids=[1], eval_session_ids=[5, 3, 5, 3], **kwargs)
+    assert registry.records == {} and trainer.calls == []

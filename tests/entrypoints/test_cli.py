@@ -330,6 +330,15 @@ def test_train_refuses_periodic_evaluation_without_held_out_sessions_and_the_rev
     assert "--eval-every N and --eval-sessions ID... go together" in capsys.readouterr().err
 
 
+def test_train_refuses_a_session_named_twice(settings, container, fake_registry, capsys):
+    assert run(["train", "--sessions", "1", "1"], settings, container) == 2
+    assert capsys.readouterr().err == (
+        "kalshiflow-rl: error: cannot train: the sessions to train on name session 1 more than once; "
+        "give each session once\n"
+    )
+    assert fake_registry.models == {}
+
+
 class FinishedAgent:
     """What a tiny curriculum run returns (the trainer's tests train for real)."""
 

@@ -166,6 +166,15 @@ async def test_a_passing_model_is_said_promoted_only_when_it_was(settings, conta
         assert "model 1 (agent v1) passed; it is trained (`kalshiflow-rl models promote 1` makes it active" in out
 
 
+async def test_a_held_out_session_named_twice_is_refused(settings, container, model_id, capsys):
+    code = await _in_thread(run, ["evaluate", str(model_id), "--sessions", "2", "2"], settings, container)
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "kalshiflow-rl: error: cannot evaluate model 1: the held-out sessions name session 2 more than once; "
+        "give each session once\n"
+    )
+
+
 async def test_sessions_the_model_was_trained_on_are_refused(settings, container, model_id, capsys):
     code = await _in_thread(run, ["evaluate", str(model_id), "--sessions", "1", "2"], settings, container)
     assert code == 2
