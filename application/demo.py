@@ -198,6 +198,12 @@ async def run_demo(
         settings={"environment": dict(environment_settings or {})},
     )
     say(f"Saved {training.record.name} v{training.record.version} to {training.path}")
+    trained = training.agent.metrics.get("timesteps")
+    if isinstance(trained, int) and trained != config.total_timesteps:
+        say(
+            f"Note: trained {trained:,} timesteps, not the {config.total_timesteps:,} asked for: a run trains "
+            f"whole rollouts of {trainer.rollout_timesteps:,} timesteps."
+        )
     if training.chart is not None:
         say(f"Training curve: {training.chart}")
 

@@ -44,6 +44,18 @@ class NothingToTrainOn(ValueError):
     """The sessions given hold no market that can be replayed."""
 
 
+class TooFewTimesteps(ValueError):
+    """Fewer timesteps asked for than one rollout: the least a run trains."""
+
+    def __init__(self, asked: int, minimum: int) -> None:
+        super().__init__(
+            f"{asked} timesteps is less than one rollout of this trainer, the least a run trains: "
+            f"{minimum} timesteps with these settings"
+        )
+        self.asked = asked
+        self.minimum = minimum
+
+
 @attrs.frozen
 class TrainingResult:
     record: ModelRecord
@@ -83,6 +95,7 @@ async def train_agent(
         raise NothingToTrainOn("no sessions given to train on")
     check_distinct(session_ids, "the sessions to train on")
     check_distinct(eval_session_ids, "the evaluation sessions")
+    check_timesteps(trainer, total_timesteps)  # before the sessions are loaded
     overlap = sorted(set(session_ids) & set(eval_session_ids))
     if overlap:
         raise ValueError(f"sessions {overlap} are both trained on and held out for evaluation")
@@ -128,6 +141,7 @@ async def train_on_tapes(
     eval_session_ids: Sequence[int] = (),
 ) -> TrainingResult:
     """:func:`train_agent` for tapes already loaded."""
+    check_timesteps(trainer, total_timesteps)
     trained_on = {tape.content_digest() for tape in tapes}
     repeated = [tape for tape in eval_tapes if tape.content_digest() in trained_on]
     if repeated:
@@ -196,6 +210,13 @@ async def train_on_tapes(
         steps_per_pass=sum(tape.steps - 1 for tape in tapes),
         chart=chart,
     )
+
+
+def check_timesteps(trainer: AgentTrainer, total_timesteps: int) -> None:
+    """Refuse (:class:`TooFewTimesteps`) fewer timesteps than one rollout: the trainer would train
+    a whole rollout all the same."""
+    if total_timesteps < trainer.rollout_timesteps:
+        raise TooFewTimesteps(total_timesteps, trainer.rollout_timesteps)
 
 
 def check_distinct(session_ids: Sequence[int], what: str) -> None:

@@ -445,6 +445,13 @@ class AgentTrainer(Protocol):
     @property
     def hyperparameters(self) -> Mapping[str, Any]: ...
 
+    @property
+    def rollout_timesteps(self) -> int:
+        """Timesteps between two updates. A run trains whole rollouts: ``total_timesteps``
+        rounded up to a multiple of this (``metrics['timesteps']`` says how many), and refuses
+        fewer than one."""
+        ...
+
     def train(
         self,
         tapes: Sequence[MarketTape],

@@ -43,7 +43,7 @@ from application.demo import DemoConfig, run_demo
 from application.evaluation import PromotionRefused, promote_evaluated
 from application.recording import RecordingSummary
 from application.replay import ReplayConfig
-from application.training import NothingToTrainOn, train_agent
+from application.training import NothingToTrainOn, TooFewTimesteps, train_agent
 from application.write_queue import DrainIncomplete, WriteQueueFailed
 from domain.actions import ActionSpace
 from domain.ports import ModelNotFound, ModelRecord, ModelRegistry, SessionInfo, SessionNotFound
@@ -501,7 +501,16 @@ def add_learning_commands(commands: argparse._SubParsersAction) -> None:
     train.add_argument("--sessions", type=int, nargs="+", required=True, metavar="ID", help="session ids to train on")
     train.add_argument("--name", default="agent", help="model name in the registry (default agent)")
     train.add_argument("--algo", "--algorithm", dest="algorithm", choices=ALGORITHMS, default="ppo", help="default ppo")
-    train.add_argument("--timesteps", type=positive_int, default=40_000, metavar="N", help="default 40000")
+    train.add_argument(
+        "--timesteps",
+        type=positive_int,
+        default=40_000,
+        metavar="N",
+        help=(
+            "timesteps to train (default 40000); a run trains whole rollouts of --n-steps x --n-envs "
+            "timesteps, so N is rounded up to them (a note says so), and at least one rollout is needed"
+        ),
+    )
     train.add_argument(
         "--step-ms", type=positive_int, default=1_000, metavar="MS", help="ms between decisions (default 1000)"
     )
@@ -600,7 +609,7 @@ def add_learning_commands(commands: argparse._SubParsersAction) -> None:
         ("--held-out", "held_out_sessions", "sessions kept for evaluation"),
         ("--markets", "markets_per_session", "markets per session"),
         ("--minutes", "session_minutes", "simulated minutes per session"),
-        ("--timesteps", "total_timesteps", "training steps"),
+        ("--timesteps", "total_timesteps", f"training steps, at least one rollout: {TrainingOptions().rollout_timesteps}"),
     ):
         default = attrs.fields_dict(DemoConfig)[field].default
         demo.add_argument(
@@ -671,6 +680,13 @@ async def train_model(args: argparse.Namespace, settings: Settings, container: C
                 progress=True,
                 settings={"environment": environment.as_dict()},
             )
+        except TooFewTimesteps as error:
+            n_steps = TrainingOptions(algorithm=args.algorithm, **_training_options(args)).settings["n_steps"]
+            raise CommandFailed(
+                f"cannot train: --timesteps {error.asked} is less than one rollout, the least a run trains: "
+                f"{error.minimum} timesteps with these settings (--n-steps {n_steps} x --n-envs {args.n_envs}); "
+                f"ask for --timesteps {error.minimum} or more, or lower --n-steps or --n-envs"
+            ) from None
         except (SessionNotFound, NothingToTrainOn, ValueError) as error:
             raise CommandFailed(f"cannot train: {error}") from None
     record = result.record
@@ -680,6 +696,12 @@ async def train_model(args: argparse.Namespace, settings: Settings, container: C
         f"{training.get('timesteps_per_s', '?')} timesteps/s); "
         f"registered model {record.model_id} ({record.name} v{record.version}) at {result.path}"
     )
+    trained = training.get("timesteps")
+    if isinstance(trained, int) and trained != args.timesteps:
+        print(
+            f"Note: trained {trained:,} timesteps, not the {args.timesteps:,} asked for: a run trains whole "
+            f"rollouts of {trainer.rollout_timesteps:,} timesteps (--n-steps x --n-envs)."
+        )
     for evaluation in training.get("evaluations", ()):
         print(f"  evaluation at {evaluation['timesteps']:>9,} timesteps: mean episode reward {evaluation['mean_reward']:+.3f}")
     if result.chart is not None:
@@ -698,6 +720,13 @@ async def demo_command(args: argparse.Namespace, settings: Settings, container: 
         raise CommandFailed(str(error)) from None
     environment = container.environment_settings()
     store, registry, records = container.store(), container.model_registry(), container.trading_records()
+    trainer = container.trainer(environment)
+    if config.total_timesteps < trainer.rollout_timesteps:  # refused before anything is recorded
+        raise CommandFailed(
+            f"--timesteps {config.total_timesteps} is less than one rollout, the least a run trains: "
+            f"{trainer.rollout_timesteps} timesteps with the demo's settings; ask for --timesteps "
+            f"{trainer.rollout_timesteps} or more"
+        )
     async with _opened(settings, store, registry, records):
         await run_demo(
             config,
@@ -705,7 +734,7 @@ async def demo_command(args: argparse.Namespace, settings: Settings, container: 
             registry=registry,
             records=records,
             make_feed=container.synthetic_session_feed,
-            trainer=container.trainer(environment),
+            trainer=trainer,
             make_environment=environment.make_environment,
             make_quoting_environment=quoting_settings(environment).make_environment,
             clock=container.clock(),

@@ -102,6 +102,12 @@ class TrainingOptions:
         return self.action_masks and self.algorithm == "ppo"
 
     @property
+    def rollout_timesteps(self) -> int:
+        """Timesteps between two gradient updates: ``n_steps`` in each of the ``n_envs`` copies.
+        A run trains whole rollouts: at least one, and ``total_timesteps`` rounded up to them."""
+        return int(self.settings["n_steps"]) * self.n_envs
+
+    @property
     def settings(self) -> dict[str, Any]:
         """The algorithm's hyperparameters: the defaults with this run's overrides."""
         return {**DEFAULT_HYPERPARAMETERS[self.algorithm], **self.hyperparameters}

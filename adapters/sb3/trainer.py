@@ -73,6 +73,10 @@ class Sb3Trainer:
     def hyperparameters(self) -> dict[str, Any]:
         return self.options.as_dict()
 
+    @property
+    def rollout_timesteps(self) -> int:
+        return self.options.rollout_timesteps
+
     def train(
         self,
         tapes: Sequence[MarketTape],
@@ -90,6 +94,11 @@ class Sb3Trainer:
         if not tapes:
             raise ValueError("training needs at least one market tape")
         options = self.options
+        if total_timesteps < options.rollout_timesteps:
+            raise ValueError(
+                f"total_timesteps {total_timesteps} is less than one rollout ({options.settings['n_steps']} steps x "
+                f"{options.n_envs} environments = {options.rollout_timesteps} timesteps), the least a run trains"
+            )
         if options.checkpoint_every is not None and checkpoint_dir is None:
             raise ValueError("checkpoint_every is set but no checkpoint_dir was given")
         # Evaluating on the training tapes would be reported as held-out: never fall back to them.

@@ -7,7 +7,7 @@ import attrs
 import pytest
 
 from application.replay import ReplayConfig, compile_market
-from application.training import NothingToTrainOn, train_agent, train_on_tapes
+from application.training import NothingToTrainOn, TooFewTimesteps, train_agent, train_on_tapes
 from domain.events import BookSnapshot, MarketResolved
 from domain.ports import AgentTrainer, ModelRecord, SessionInfo
 from domain.values import Side
@@ -50,6 +50,7 @@ class FakeAgent:
 class FakeTrainer:
     algorithm = "fake"
     hyperparameters = {"lr": 0.1}
+    rollout_timesteps = 10
 
     def __init__(self, fail=False):
         self.fail = fail
@@ -265,6 +266,23 @@ async def test_sessions_with_nothing_to_replay_are_refused(tmp_path):
         await train_agent(session_ids=[], **kwargs)
     with pytest.raises(ValueError, match=r"sessions \[1\] are both trained on and held out"):
         await train_agent(session_ids=[1, 2], eval_session_ids=[1], **kwargs)
+
+
+async def test_fewer_timesteps_than_one_rollout_are_refused_before_anything_is_registered(tmp_path):
+    registry, trainer = FakeRegistry(), FakeTrainer()  # rollouts of 10 timesteps
+    with pytest.raises(TooFewTimesteps, match=r"^9 timesteps is less than one rollout of this trainer, the least a "
+                                              r"run trains: 10 timesteps with these settings$") as refused:
+        await train_agent(
+            store=EmptyStore(), registry=registry, trainer=trainer, clock=FakeClock(), session_ids=[1], name="m",
+            total_timesteps=9, seed=0, models_dir=tmp_path, replay=ReplayConfig(),
+        )  # fmt: skip
+    assert (refused.value.asked, refused.value.minimum) == (9, 10)
+    with pytest.raises(TooFewTimesteps):
+        await train_on_tapes(
+            tapes(), registry=registry, trainer=trainer, clock=FakeClock(), session_ids=[4], name="m",
+            total_timesteps=9, seed=0, models_dir=tmp_path, replay=ReplayConfig(),
+        )  # fmt: skip
+    assert registry.records == {} and trainer.calls == []
 
 
 async def test_a_session_named_twice_is_refused_before_anything_is_registered(tmp_path):

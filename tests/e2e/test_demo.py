@@ -118,7 +118,7 @@ def kalshiflow(*argv, data_dir):
 
 def test_the_cli_demo_then_train_and_evaluate_on_its_sessions(tmp_path):
     demo = kalshiflow(
-        "demo", "--sessions", "2", "--held-out", "1", "--markets", "1", "--minutes", "1", "--timesteps", "256",
+        "demo", "--sessions", "2", "--held-out", "1", "--markets", "1", "--minutes", "1", "--timesteps", "4096",
         data_dir=tmp_path,
     )
     assert demo.returncode == 0, demo.stderr
@@ -127,7 +127,7 @@ def test_the_cli_demo_then_train_and_evaluate_on_its_sessions(tmp_path):
     assert "promoted" in demo.stdout.lower()
     assert (tmp_path / "demo-equity.png").exists()
 
-    train = kalshiflow("train", "--sessions", "1", "--timesteps", "128", "--name", "again", data_dir=tmp_path)
+    train = kalshiflow("train", "--sessions", "1", "--timesteps", "4096", "--name", "again", data_dir=tmp_path)
     assert train.returncode == 0, train.stderr
     model_id = re.search(r"registered model (\d+)", train.stdout).group(1)
     curve = Path(re.search(r"^Training curve: (.+)$", train.stdout, re.MULTILINE).group(1))
@@ -146,7 +146,7 @@ def test_the_cli_demo_then_train_and_evaluate_on_its_sessions(tmp_path):
 
 def test_the_cli_demo_on_planted_edge_markets_records_them_with_the_learning_tests_knobs(tmp_path):
     demo = kalshiflow(
-        "demo", "--planted-edge", "--sessions", "2", "--held-out", "1", "--minutes", "1", "--timesteps", "256",
+        "demo", "--planted-edge", "--sessions", "2", "--held-out", "1", "--minutes", "1", "--timesteps", "4096",
         data_dir=tmp_path,
     )
     assert demo.returncode == 0, demo.stderr

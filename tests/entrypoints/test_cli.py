@@ -365,6 +365,10 @@ class OptionsRecordingTrainer:
     def hyperparameters(self):
         return self.options.as_dict()
 
+    @property
+    def rollout_timesteps(self):
+        return self.options.rollout_timesteps
+
     def train(self, tapes, **kwargs):
         return FinishedAgent()
 
@@ -378,7 +382,7 @@ def test_train_curriculum_flag_reaches_the_trainer_and_the_record(settings, cont
     assert run(["collect", "--markets", "1", "--events", "20"], settings, container) == 0
     flags = ["--curriculum"] if curriculum else []
 
-    assert run(["train", "--sessions", "1", "--timesteps", "64", *flags], settings, container) == 0
+    assert run(["train", "--sessions", "1", "--timesteps", "4096", *flags], settings, container) == 0
 
     (trainer,) = OptionsRecordingTrainer.built
     assert trainer.options.curriculum == (Curriculum() if curriculum else None)
@@ -386,6 +390,48 @@ def test_train_curriculum_flag_reaches_the_trainer_and_the_record(settings, cont
     recorded = {"start_fraction": 0.25, "ramp_fraction": 0.5} if curriculum else None
     assert model.hyperparameters["curriculum"] == recorded and model.status == "trained"
     assert model.metrics["training"]["curriculum"] == FinishedAgent.metrics["curriculum"]
+
+
+def test_train_refuses_fewer_timesteps_than_one_rollout_saying_the_least(settings, container, fake_registry, capsys):
+    container.trainer.override(providers.Factory(OptionsRecordingTrainer))
+    assert run(["collect", "--markets", "1", "--events", "20"], settings, container) == 0
+    capsys.readouterr()
+
+    assert run(["train", "--sessions", "1", "--timesteps", "100", "--n-envs", "4"], settings, container) == 2
+    assert capsys.readouterr().err == (
+        "kalshiflow-rl: error: cannot train: --timesteps 100 is less than one rollout, the least a run trains: "
+        "1024 timesteps with these settings (--n-steps 256 x --n-envs 4); ask for --timesteps 1024 or more, "
+        "or lower --n-steps or --n-envs\n"
+    )
+    assert fake_registry.models == {}
+
+
+class RoundingTrainer(OptionsRecordingTrainer):
+    """Trains whole rollouts, as SB3 does, and says how many timesteps it trained."""
+
+    def train(self, tapes, *, total_timesteps, **kwargs):
+        agent = FinishedAgent()
+        agent.metrics = {**FinishedAgent.metrics, "timesteps": -(-total_timesteps // self.rollout_timesteps) * self.rollout_timesteps}
+        return agent
+
+
+@pytest.mark.parametrize(("asked", "note"), [
+    ("5000", "Note: trained 8,192 timesteps, not the 5,000 asked for: a run trains whole rollouts of 4,096 timesteps "
+             "(--n-steps x --n-envs).\n"),
+    ("8192", None),
+])  # fmt: skip
+def test_train_notes_when_it_trained_more_timesteps_than_asked(settings, container, fake_registry, asked, note, capsys):
+    container.trainer.override(providers.Factory(RoundingTrainer))
+    assert run(["collect", "--markets", "1", "--events", "20"], settings, container) == 0
+    capsys.readouterr()
+
+    assert run(["train", "--sessions", "1", "--timesteps", asked], settings, container) == 0
+
+    out = capsys.readouterr().out
+    assert (note in out) if note else ("Note:" not in out)
+    (model,) = fake_registry.models.values()
+    assert model.hyperparameters["total_timesteps"] == int(asked)  # what was asked; the metrics say what ran
+    assert model.metrics["training"]["timesteps"] == 8192
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,6 +36,13 @@ def test_the_trainer_and_its_agent_satisfy_the_ports(tapes):
     assert agent.metrics["timesteps"] >= 64 and agent.metrics["timesteps_per_s"] > 0
 
 
+def test_a_run_trains_whole_rollouts_and_says_how_many_timesteps(tapes):
+    assert trainer().rollout_timesteps == 64 and trainer(n_envs=3).rollout_timesteps == 96  # 32 steps x copies
+    agent = trainer().train(tapes, total_timesteps=100, seed=0)
+    assert agent.metrics["timesteps"] == 128  # two rollouts of 64
+    assert agent.hyperparameters["total_timesteps"] == 100
+
+
 @pytest.mark.parametrize("algorithm", ["ppo", "a2c"])
 def test_the_same_seed_trains_the_same_weights_and_another_seed_does_not(tapes, algorithm):
     first = trainer(algorithm=algorithm).train(tapes, total_timesteps=256, seed=7).weights()
@@ -235,6 +242,9 @@ def test_options_are_checked_before_anything_runs(tapes):
         trainer(checkpoint_every=64).train(tapes, total_timesteps=64, seed=0)
     with pytest.raises(ValueError, match="total_timesteps must be an integer >= 1"):
         trainer().train(tapes, total_timesteps=0, seed=0)
+    with pytest.raises(ValueError, match=r"total_timesteps 63 is less than one rollout \(32 steps x 2 environments = "
+                                         r"64 timesteps\), the least a run trains"):
+        trainer().train(tapes, total_timesteps=63, seed=0)
     with pytest.raises(ValueError, match="at least one market tape"):
         trainer().train([], total_timesteps=64, seed=0)
 
