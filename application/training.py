@@ -190,8 +190,10 @@ async def train_on_tapes(
             run_name=f"{name}-v{record.version}",
         )
         await asyncio.to_thread(agent.save, str(path))
-    except BaseException:
+    except BaseException as error:
         await registry.update(record.model_id, status="failed")
+        if isinstance(error, Exception):  # says which version the failure left behind, and how
+            error.add_note(f"model {record.model_id} ({name} v{record.version}) is marked failed")
         raise
     # Finished: no longer a run in progress (retention may let it go once it is old enough).
     record = await registry.update(

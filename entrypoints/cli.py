@@ -30,6 +30,7 @@ import contextlib
 import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -654,6 +655,8 @@ async def train_model(args: argparse.Namespace, settings: Settings, container: C
             "--eval-every N and --eval-sessions ID... go together: periodic evaluation runs on held-out "
             "sessions (never the training ones), and held-out sessions are only read to evaluate on"
         )
+    if args.tensorboard_dir is not None:
+        _prepare_dir(Path(args.tensorboard_dir), "--tensorboard-dir")  # before a version is registered
     environment = container.environment_settings()
     if args.action_space is not None:
         environment = attrs.evolve(environment, action_space=args.action_space)
@@ -688,7 +691,9 @@ async def train_model(args: argparse.Namespace, settings: Settings, container: C
                 f"ask for --timesteps {error.minimum} or more, or lower --n-steps or --n-envs"
             ) from None
         except (SessionNotFound, NothingToTrainOn, ValueError) as error:
-            raise CommandFailed(f"cannot train: {error}") from None
+            raise CommandFailed(f"cannot train: {_with_notes(error)}") from None
+        except OSError as error:  # a file or directory training reads or writes
+            raise CommandFailed(f"cannot train: {_with_notes(error)}", exit_code=EXIT_FAILED) from None
     record = result.record
     training = record.metrics.get("training", {})
     print(
@@ -728,22 +733,25 @@ async def demo_command(args: argparse.Namespace, settings: Settings, container: 
             f"{trainer.rollout_timesteps} or more"
         )
     async with _opened(settings, store, registry, records):
-        await run_demo(
-            config,
-            store=store,
-            registry=registry,
-            records=records,
-            make_feed=container.synthetic_session_feed,
-            trainer=trainer,
-            make_environment=environment.make_environment,
-            make_quoting_environment=quoting_settings(environment).make_environment,
-            clock=container.clock(),
-            models_dir=settings.models_dir,
-            cache_dir=settings.cache_dir,
-            chart_path=settings.data_dir / "demo-equity.png",
-            environment_settings=environment.as_dict(),
-            progress=True,
-        )
+        try:
+            await run_demo(
+                config,
+                store=store,
+                registry=registry,
+                records=records,
+                make_feed=container.synthetic_session_feed,
+                trainer=trainer,
+                make_environment=environment.make_environment,
+                make_quoting_environment=quoting_settings(environment).make_environment,
+                clock=container.clock(),
+                models_dir=settings.models_dir,
+                cache_dir=settings.cache_dir,
+                chart_path=settings.data_dir / "demo-equity.png",
+                environment_settings=environment.as_dict(),
+                progress=True,
+            )
+        except OSError as error:  # a file or directory the demo reads or writes
+            raise CommandFailed(f"the demo failed: {_with_notes(error)}", exit_code=EXIT_FAILED) from None
     return 0
 
 
@@ -842,6 +850,18 @@ def _prepare_data_dir(settings: Settings) -> None:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise CommandFailed(f"RL_DATA_DIR={str(settings.data_dir)!r}: cannot create it: {error}") from error
+
+
+def _prepare_dir(directory: Path, what: str) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CommandFailed(f"{what} {str(directory)!r}: cannot create it: {error}") from error
+
+
+def _with_notes(error: BaseException) -> str:
+    """The error's message and the notes added on its way up (e.g. which model version it left failed)."""
+    return "; ".join([str(error), *getattr(error, "__notes__", ())])
 
 
 def _error(message: str) -> None:

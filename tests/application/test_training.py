@@ -187,7 +187,7 @@ async def test_evaluation_tapes_of_a_training_market_over_an_overlapping_time_ar
 
 async def test_a_failed_training_is_marked_failed_in_the_registry(tmp_path):
     registry = FakeRegistry()
-    with pytest.raises(RuntimeError, match="diverged"):
+    with pytest.raises(RuntimeError, match="diverged") as failed:
         await train_on_tapes(
             tapes(),
             registry=registry,
@@ -202,6 +202,7 @@ async def test_a_failed_training_is_marked_failed_in_the_registry(tmp_path):
         )
     (record,) = registry.records.values()
     assert record.status == "failed"
+    assert failed.value.__notes__ == ["model 1 (m v1) is marked failed"]  # what the command prints with it
 
 
 class SteppingTrainer(FakeTrainer):

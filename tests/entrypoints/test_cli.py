@@ -479,3 +479,43 @@ def test_prune_deletes_versions_with_their_evaluation_chart_and_keeps_paper_trad
     assert not Path(second.path).exists() and not (charts / "model-2-equity.png").exists()
     assert all(Path(record.path).exists() for record in (first, third))
     assert (charts / "model-1-equity.png").exists() and (charts / "model-3-equity.png").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# train: failures that are not the user's arguments end in one line, the version marked failed
+# ---------------------------------------------------------------------------------------------
+def test_a_tensorboard_dir_that_cannot_be_created_is_refused_before_anything_is_registered(
+    settings, container, fake_registry, tmp_path, capsys
+):
+    (tmp_path / "afile").write_text("")
+    argv = ["train", "--sessions", "1", "--timesteps", "4096", "--tensorboard-dir", str(tmp_path / "afile" / "tb")]
+
+    assert run(argv, settings, container) == 2
+
+    assert capsys.readouterr().err == (
+        f"kalshiflow-rl: error: --tensorboard-dir '{tmp_path / 'afile' / 'tb'}': cannot create it: "
+        f"[Errno 20] Not a directory: '{tmp_path / 'afile' / 'tb'}'\n"
+    )
+    assert fake_registry.models == {}
+
+
+class DiskFailingTrainer(OptionsRecordingTrainer):
+    def train(self, tapes, **kwargs):
+        raise PermissionError(13, "Permission denied", "/models/book.checkpoints/step-4096.zip")
+
+
+def test_a_training_run_that_fails_on_a_file_ends_in_one_line_with_the_version_marked_failed(
+    settings, container, fake_registry, capsys
+):
+    container.trainer.override(providers.Factory(DiskFailingTrainer))
+    assert run(["collect", "--markets", "1", "--events", "20"], settings, container) == 0
+    capsys.readouterr()
+
+    assert run(["train", "--sessions", "1", "--timesteps", "4096", "--name", "book"], settings, container) == 1
+
+    (model,) = fake_registry.models.values()
+    assert model.status == "failed"
+    assert capsys.readouterr().err == (
+        "kalshiflow-rl: error: cannot train: [Errno 13] Permission denied: '/models/book.checkpoints/step-4096.zip'; "
+        f"model {model.model_id} (book v{model.version}) is marked failed\n"
+    )
