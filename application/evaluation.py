@@ -58,7 +58,7 @@ from application.replay import ReplayConfig, load_tapes
 from application.training import check_distinct, describe_overlaps, overlapping_markets
 from domain.actions import ActionDecoder
 from domain.market_tape import MarketTape
-from domain.orders import Order, OrderSide
+from domain.orders import Order, OrderRequest, OrderSide
 from domain.ports import (
     AgentTrainer,
     EpisodeResult,
@@ -304,11 +304,12 @@ def evaluate_policy(
             action = int(action)
             legal = bool(mask[action])
             digest = _digest(observation) if record else None
+            decoded = environment.decode(action) if record and legal else None  # as the step decodes it
             observation, _reward, terminated, truncated, info = environment.step(action)
             after = _position(info, step)
             sent = tracker.step(info, book, step)
             if record:
-                actions.append(_action_record(decoder, action, legal, step, book, position, after, sent, digest))
+                actions.append(_action_record(decoder, action, decoded, step, book, position, after, sent, digest))
             mask, position = info["action_mask"], after
             equity.append(banked + (info["portfolio_value"] - initial) / MONEY_SCALE)
             step += 1
@@ -730,7 +731,7 @@ class _OrderTracker:
 def _action_record(
     decoder: ActionDecoder,
     action: int,
-    legal: bool,
+    decoded: OrderRequest | None,
     step: int,
     book: _TopOfBook,
     before: int,
@@ -739,8 +740,7 @@ def _action_record(
     digest: str | None,
 ) -> TradingAction:
     """The decision at row ``step`` and the order it decoded to (none for HOLD or an illegal action)."""
-    order = decoder.order(action, book.yes_bid[step], book.yes_ask[step], before) if legal else None
-    side, price, count = order if order is not None else (None, None, 0)
+    side, price, count = (None, None, 0) if decoded is None else (decoded.side, decoded.price, decoded.count)
     return TradingAction(
         step_number=step,
         timestamp_ms=book.times[step],

@@ -393,7 +393,9 @@ class TradingEnvironment(Protocol):
 
     ``reset(options={"episode": k})`` replays episode ``k`` of ``episode_count``; ``step``
     returns ``(observation, reward, terminated, truncated, info)``; ``action_masks()`` says
-    which actions are legal now. ``info`` holds ``portfolio_value`` (micro-dollars) and
+    which actions are legal now, and ``decode(action)`` the order an action would place now
+    (None: HOLD, or nothing possible) -- the one ``step`` sends, unless the market's working order
+    already is that order. ``info`` holds ``portfolio_value`` (micro-dollars) and
     ``action_mask`` at reset and every step; the last step adds ``episode_summary``
     (``EpisodeSummary.as_dict()``), ``action_counts`` and ``illegal_actions``.
     """
@@ -406,6 +408,8 @@ class TradingEnvironment(Protocol):
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]: ...
 
     def action_masks(self) -> Any: ...
+
+    def decode(self, action: int) -> OrderRequest | None: ...
 
 
 @runtime_checkable

@@ -115,6 +115,10 @@ class ScriptedEnvironment:
         mask[BUY_NO] = False
         return mask
 
+    def decode(self, action):
+        return self.decoder.decode(action, ticker="T", yes_bid=4500, yes_ask=4700, position=self.position,
+                                   client_order_id="c")  # fmt: skip
+
     def _observation(self):
         return np.array([self.row], dtype=np.float32)
 
