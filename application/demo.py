@@ -80,7 +80,7 @@ class DemoConfig:
     edge_strength: float = 0.5
     volatility: float | None = None  # logit per square-root second
     edge_lead_steps: int | None = None  # how many events ahead the informed quoter sees
-    total_timesteps: int = attrs.field(default=40_000, validator=_at_least(1))
+    total_timesteps: int = attrs.field(default=40_960, validator=_at_least(1))
     seed: int = 0
     model_name: str = "demo"
     batch_size: int = attrs.field(default=1_000, validator=_at_least(1))  # events per store write
@@ -90,7 +90,7 @@ class DemoConfig:
     def planted_edge(cls, **changes: Any) -> DemoConfig:
         """The learning test's markets (``tests/application/test_learning.py``): a signal strong
         and early enough to pay for Kalshi's spread and fees, 2 five-minute markets a session,
-        20 sessions to train on and 10 held out, 150,000 steps -- so the demo shows learning (at
+        20 sessions to train on and 10 held out, 151,552 steps (37 rollouts) -- so the demo shows learning (at
         100,000, seed 0 learned too little to beat doing nothing while seeds 1 and 2 passed)."""
         preset: dict[str, Any] = {
             "sessions": 30,
@@ -100,7 +100,7 @@ class DemoConfig:
             "edge_strength": 0.9,
             "volatility": 0.1,
             "edge_lead_steps": 100,
-            "total_timesteps": 150_000,
+            "total_timesteps": 151_552,
             "model_name": "demo-planted-edge",
         }
         return cls(**{**preset, **changes})
