@@ -321,7 +321,8 @@ class OrderbookEnv(gym.Env[np.ndarray, np.int64]):
 
     def decode(self, action: int) -> OrderRequest | None:
         """The order ``action`` would place now (None: HOLD or not possible), from the current
-        row's top of book and the market's position."""
+        row's top of book, the market's position and its open orders (sized so the position limit
+        holds if they fill first; the latest itself when the action would place exactly it)."""
         row = self._row
         latest = self._exchange.latest_order(self._ticker)
         open_bids, open_asks = self._open_remaining(latest)
