@@ -203,10 +203,11 @@ class Sb3Trainer:
         return ModelMetadata(algorithm=name, masked=isinstance(model, MaskablePPO), normalizer=normalizer)
 
     def _evaluation(self, tapes: Sequence[MarketTape], seed: int) -> EvalCallback:
-        """Deterministic episodes on ``tapes`` every ``eval_every`` timesteps; the evaluation
+        """Deterministic episodes on ``tapes`` every ``eval_every`` timesteps, the same ones each
+        time (:class:`EpisodeCycle`), so the points of the curve compare; the evaluation
         environment reads the training normalisation statistics without updating them."""
         options = self.options
-        environment: VecEnv = VecMonitor(vectorised([lambda: self.make_env(tapes)], "in-process"))
+        environment: VecEnv = VecMonitor(vectorised([lambda: EpisodeCycle(self.make_env(tapes))], "in-process"))
         if options.normalize_observations:
             environment = ObservationNormalize(environment, training=False)
         environment.seed(seed + 1_000_003)  # its own episodes, not the first training copy's
@@ -347,7 +348,8 @@ class TrainingCurve(BaseCallback):
 
 
 class EvaluationLog(BaseCallback):
-    """Called by the evaluation callback after each evaluation: keeps its mean episode reward."""
+    """Called by the evaluation callback after each evaluation: keeps its mean episode reward and
+    sends the evaluation environment back to its first episode for the next evaluation."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -356,4 +358,27 @@ class EvaluationLog(BaseCallback):
     def _on_step(self) -> bool:
         assert isinstance(self.parent, EvalCallback)
         self.log.append({"timesteps": int(self.num_timesteps), "mean_reward": float(self.parent.last_mean_reward)})
+        self.parent.eval_env.env_method("restart")
         return True
+
+
+class EpisodeCycle(gym.Wrapper):
+    """Plays the environment's episodes in order -- 0, 1, 2, ..., then from 0 again -- and from
+    the first after :meth:`restart`: every periodic evaluation meets the same episodes (a
+    random draw per evaluation made its points incomparable)."""
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self._episodes = int(env.unwrapped.episode_count)  # type: ignore[attr-defined]
+        self._next = 0
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        episode = self._next % self._episodes
+        self._next += 1
+        return self.env.reset(seed=seed, options={**(options or {}), "episode": episode})
+
+    def restart(self) -> None:
+        self._next = 0
+
+    def action_masks(self) -> Any:
+        return self.env.unwrapped.action_masks()  # type: ignore[attr-defined]

@@ -156,6 +156,34 @@ def test_checkpoints_and_evaluations_happen_periodically(tapes, make_tapes, tmp_
     assert all(np.isfinite(evaluation["mean_reward"]) for evaluation in agent.metrics["evaluations"])
 
 
+def test_every_periodic_evaluation_plays_the_same_episodes(tapes, make_tapes, monkeypatch):
+    from adapters.gym_env import OrderbookEnv
+
+    held_out = make_tapes(9, markets=3)
+    episodes: list[tuple[str, int]] = []
+    reset = OrderbookEnv.reset
+
+    def recording_reset(self, *, seed=None, options=None):
+        if self.tapes == tuple(held_out):  # the evaluation environment's copy
+            episodes.append(options["episode"])
+        return reset(self, seed=seed, options=options)
+
+    monkeypatch.setattr(OrderbookEnv, "reset", recording_reset)
+    trainer(eval_every=128, eval_episodes=4).train(tapes, total_timesteps=256, seed=4, eval_tapes=held_out)
+    # Two evaluations of 4 episodes over 3 markets, each from the first: 0 1 2 0, then again.
+    # (After each evaluation's last episode the vectorised environment resets once more: 1.)
+    assert episodes == [0, 1, 2, 0, 1, 0, 1, 2, 0, 1]
+
+
+def test_the_episode_cycle_plays_episodes_in_order_and_restarts(tapes):
+    from adapters.sb3.trainer import EpisodeCycle
+
+    cycle = EpisodeCycle(EnvironmentSettings().make_environment(tapes))
+    assert [cycle.reset()[1]["episode"] for _ in range(len(tapes) + 1)] == [*range(len(tapes)), 0]
+    cycle.restart()
+    assert cycle.reset()[1]["episode"] == 0 and cycle.action_masks()[0]
+
+
 class StopAfter:
     """A stop request that becomes set once it has been asked ``checks`` times."""
 
