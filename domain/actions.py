@@ -28,11 +28,11 @@ or a price at $0 or $1), when there is nothing to sell (SELL_YES needs YES contr
 needs NO), when the position is already at ``max_position`` contracts on the side it would add
 to, or when the account cannot pay for it, fee included (:func:`cash_required`, plus one
 account increment: an order that takes the touch and rests the rest pays two fees, each rounded
-up, where the bound rounds one). HOLD is always
-legal. Sells are reduce-only and never exceed the holding; buys stop at the position limit.
-Both hold whether or not the working order a new one replaces fills first (its cancel travels
-with the new order): an order larger than what is left is cut to fit (so a sized action may place fewer contracts than
-its name says, never more).
+up, where the bound rounds one). HOLD is always legal. Sells are reduce-only and never exceed
+the holding; buys stop at the position limit. Both hold whether or not the market's open orders
+-- which a new order replaces, their cancels travelling with it -- fill first: an order larger
+than what is left is cut to fit (so a sized action may place fewer contracts than its name says,
+never more).
 """
 
 from __future__ import annotations
