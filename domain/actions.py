@@ -183,24 +183,30 @@ def _contracts(count: int) -> str:
     return str(whole) if not part else f"{count / ONE_CONTRACT:g}"
 
 
-def cash_required(side: OrderSide, price: int, count: int, position: int, fees: FeeSchedule) -> int:
+def cash_required(
+    side: OrderSide, price: int, count: int, position: int, fees: FeeSchedule, *, fee_margin: int = 0
+) -> int:
     """The most cash (micro-dollars) an order can take from the account if it all fills.
 
     Contracts that open a position cost their own side's price (a bid pays ``price`` for YES,
-    an ask ``1 - price`` for NO); contracts that close one only bring cash in, so they count for
-    nothing. The fee is bounded at the dearest price the order can fill at: ``P(1-P)`` peaks at
-    $0.50, and a bid fills at or below its price, an ask at or above.
+    an ask ``1 - price`` for NO); contracts that close one bring cash in -- at least ``price``
+    each for YES sold by an ask, ``1 - price`` for NO sold by a bid -- which pays the fee first
+    (Kalshi nets a fill's fee from its revenue), so a close needs no cash unless its fee exceeds
+    what it brings in. The fee is bounded at the dearest price the order can fill at: ``P(1-P)``
+    peaks at $0.50, and a bid fills at or below its price, an ask at or above. ``fee_margin`` is
+    added to the fee (the mask's allowance for the rounding of an order split in two).
     """
-    opening_cost, fee_price = _opening_cost_and_fee_price(side, price, count, position)
-    return opening_cost + fees.fee(count, fee_price, is_taker=True)
+    opening_cost, fee_price, proceeds = _cash_terms(side, price, count, position)
+    return opening_cost + max(0, fees.fee(count, fee_price, is_taker=True) + fee_margin - proceeds)
 
 
-def _opening_cost_and_fee_price(side: OrderSide, price: int, count: int, position: int) -> tuple[int, int]:
+def _cash_terms(side: OrderSide, price: int, count: int, position: int) -> tuple[int, int, int]:
+    """``(opening cost, price the fee is bounded at, least proceeds of the closing part)``."""
     if side is _BID:
         closing = min(count, -position) if position < 0 else 0
-        return (count - closing) * price, min(price, ONE_DOLLAR // 2)
+        return (count - closing) * price, min(price, ONE_DOLLAR // 2), closing * (ONE_DOLLAR - price)
     closing = min(count, position) if position > 0 else 0
-    return (count - closing) * (ONE_DOLLAR - price), max(price, ONE_DOLLAR // 2)
+    return (count - closing) * (ONE_DOLLAR - price), max(price, ONE_DOLLAR // 2), closing * price
 
 
 # Per direction (Action.BUY_YES .. SELL_NO): the order side and whether it closes a position.
@@ -397,16 +403,16 @@ class ActionDecoder:
         )
 
     def _cash_required(self, side: OrderSide, price: int, count: int, position: int) -> int:
-        """:func:`cash_required` and the split order's extra rounding, with the fee remembered
-        (the mask asks every step)."""
-        opening_cost, fee_price = _opening_cost_and_fee_price(side, price, count, position)
+        """:func:`cash_required` with the split order's extra rounding as its ``fee_margin``, the
+        fee remembered (the mask asks every step)."""
+        opening_cost, fee_price, proceeds = _cash_terms(side, price, count, position)
         key = (count, fee_price)
         fee = self._fee_bounds.get(key)
         if fee is None:
             if len(self._fee_bounds) > 4096:
                 self._fee_bounds.clear()
             fee = self._fee_bounds[key] = self.fees.fee(count, fee_price, is_taker=True) + self._rounding
-        return opening_cost + fee
+        return opening_cost + (fee - proceeds if fee > proceeds else 0)
 
     def _price(self, side: OrderSide, yes_bid: int, yes_ask: int) -> int:
         pricing = self._pricing

@@ -711,7 +711,8 @@ class SimulatedExchange:
         """The most cash ``order`` can take when it takes effect and after: its crossing part at
         what it will cost (each level's fill at its own price, each fee rounded as charged) and,
         for a remainder that will rest, :func:`~domain.actions.cash_required` at the position the
-        crossing leaves. Contracts that close a position count for nothing (as in ``cash_required``)."""
+        crossing leaves. Contracts that close a position bring their proceeds in, which pay the
+        fill's fee first (as in ``cash_required``); a fill that brings cash in costs nothing."""
         is_bid = order.side is _BID
         left = order.count - order.filled
         cost = 0
@@ -719,13 +720,14 @@ class SimulatedExchange:
             take = size if size < left else left
             if is_bid:
                 closing = min(take, -position) if position < 0 else 0
-                cost += (take - closing) * yes_price
+                fill_cost = (take - closing) * yes_price - closing * (ONE_DOLLAR - yes_price)
                 position += take
             else:
                 closing = min(take, position) if position > 0 else 0
-                cost += (take - closing) * (ONE_DOLLAR - yes_price)
+                fill_cost = (take - closing) * (ONE_DOLLAR - yes_price) - closing * yes_price
                 position -= take
-            cost += self._fee(take, yes_price, True)
+            fill_cost += self._fee(take, yes_price, True)
+            cost += fill_cost if fill_cost > 0 else 0
             left -= take
             if not left:
                 break

@@ -114,9 +114,11 @@ def _cash_required(config: np.ndarray, side: int, price: int, count: int, positi
     """:func:`domain.actions.cash_required`."""
     if side == 0:
         closing = min(count, -position) if position < 0 else 0
-        return (count - closing) * price + fee(config, count, min(price, HALF_DOLLAR), True)
+        unpaid = fee(config, count, min(price, HALF_DOLLAR), True) - closing * (ONE_DOLLAR - price)
+        return (count - closing) * price + (unpaid if unpaid > 0 else 0)
     closing = min(count, position) if position > 0 else 0
-    return (count - closing) * (ONE_DOLLAR - price) + fee(config, count, max(price, HALF_DOLLAR), True)
+    unpaid = fee(config, count, max(price, HALF_DOLLAR), True) - closing * price
+    return (count - closing) * (ONE_DOLLAR - price) + (unpaid if unpaid > 0 else 0)
 
 
 @njit(**_KERNEL)
@@ -130,13 +132,14 @@ def _cost_to_take_effect(config, side, price, tif, count, position, levels, coun
         take = size if size < left else left
         if side == 0:
             closing = min(take, -position) if position < 0 else 0
-            cost += (take - closing) * yes_price
+            fill_cost = (take - closing) * yes_price - closing * (ONE_DOLLAR - yes_price)
             position += take
         else:
             closing = min(take, position) if position > 0 else 0
-            cost += (take - closing) * (ONE_DOLLAR - yes_price)
+            fill_cost = (take - closing) * (ONE_DOLLAR - yes_price) - closing * yes_price
             position -= take
-        cost += fee(config, take, yes_price, True)
+        fill_cost += fee(config, take, yes_price, True)
+        cost += fill_cost if fill_cost > 0 else 0  # a fill that brings cash in takes none
         left -= take
         if not left:
             break

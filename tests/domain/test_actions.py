@@ -101,10 +101,14 @@ def test_cash_required_is_the_opening_cost_plus_the_dearest_fee():
     assert cash_required(OrderSide.BID, 4500, TEN, 0, FEES) == 4_500_000 + 180_000
     # 10 NO at 0.55 (an ask at 0.45): $5.50; fills at or above 0.45 can reach 0.50: fee $0.175 -> $0.18.
     assert cash_required(OrderSide.ASK, 4500, TEN, 0, FEES) == 5_500_000 + 180_000
-    # closing 10 YES costs only the fee
-    assert cash_required(OrderSide.ASK, 4500, TEN, TEN, FEES) == 180_000
-    # a bid of 10 while holding 4 NO: 4 close, 6 open at 0.45
-    assert cash_required(OrderSide.BID, 4500, TEN, -4 * ONE_CONTRACT, FEES) == 6 * 450_000 + 180_000
+    # Closing 10 YES at 0.45 or better brings in $4.50 at least: the $0.18 fee comes out of it.
+    assert cash_required(OrderSide.ASK, 4500, TEN, TEN, FEES) == 0
+    # ... unless the sale brings in less than its fee: 10 YES at $0.01 bring $0.10, the fee
+    # bounded at $0.50 is $0.18 (0.07 x 10 x 0.25 = $0.175, rounded up): $0.08 from cash.
+    assert cash_required(OrderSide.ASK, 100, TEN, TEN, FEES) == 80_000
+    # A bid of 10 while holding 4 NO: 4 close (at least $0.55 each: $2.20, more than the fee),
+    # 6 open at 0.45.
+    assert cash_required(OrderSide.BID, 4500, TEN, -4 * ONE_CONTRACT, FEES) == 6 * 450_000
 
 
 def test_the_mask_allows_hold_and_what_is_possible():
@@ -251,7 +255,7 @@ def test_an_action_is_legal_exactly_when_it_decodes_to_an_order_the_account_can_
     for action in range(1, decoder.action_count):
         order = decoder.order(action, yes_bid, yes_ask, position)
         rounding = FEES.account_increment_micros  # a split order's second fee rounding
-        expected.append(order is not None and cash_required(*order, position, FEES) + rounding <= buying_power)
+        expected.append(order is not None and cash_required(*order, position, FEES, fee_margin=rounding) <= buying_power)
     assert legal == expected
 
 

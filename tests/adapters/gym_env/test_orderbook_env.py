@@ -191,6 +191,24 @@ def test_the_position_never_passes_the_limit_when_a_replaced_order_fills_while_i
     assert not info["action_mask"][Action.BUY_YES]  # at the limit
 
 
+@pytest.mark.parametrize("compiled", [True, False])
+def test_a_position_can_be_closed_with_no_cash_left_for_the_fee(compiled):
+    # All the cash goes into 10 YES at 0.47 ($4.70 + $0.18 fee, and the mask's cent to spare):
+    # $0.01 is left, less than a sale's $0.18 fee -- which the sale's $4.50 pays, as on Kalshi.
+    from domain.actions import cash_required
+
+    events = [BookSnapshot("T", 1, 0, yes=((4500, 100 * C),), no=((5300, 100 * C),)), MarketResolved("T", 10_000, Side.NO)]
+    cash = cash_required(OrderSide.BID, 4700, 10 * C, 0, FeeSchedule.kalshi_standard()) + 10_000
+    env = OrderbookEnv([tape(events)], initial_cash=cash, compiled=compiled, exchange=ExchangeConfig(latency_ms=0))
+    env.reset(seed=0)
+    *_, info = env.step(Action.BUY_YES)
+    assert info["position"] == 10 * C and env.ledger.cash == 10_000
+    assert info["action_mask"][Action.SELL_YES]
+    *_, info = env.step(Action.SELL_YES)  # 10 at the 0.45 bid: +$4.50 - $0.18
+    assert info["position"] == 0 and env.ledger.cash == 10_000 + 4_500_000 - 180_000
+    assert env._exchange.rejections == []
+
+
 def test_illegal_actions_do_nothing_and_are_counted():
     env = OrderbookEnv([tape(quiet_market())])
     _, info = env.reset(seed=0)
