@@ -6,8 +6,8 @@
 4. Play the trained model and the baselines (random, do-nothing, a spread-capturing market
    maker) on the held-out markets; record the model's episodes and actions.
 5. Store the model's metrics; promote it only if it passes the promotion rule
-   (:func:`application.evaluation.decide_promotion`: not collapsed, and a higher mean episode
-   return than every baseline), otherwise retire it.
+   (:func:`application.evaluation.decide_promotion`: not collapsed, a higher mean episode
+   return than every baseline, on at least 5 held-out markets), otherwise retire it.
 6. Print a table and why the model was or was not promoted, write the equity curves as a PNG,
    return everything as a :class:`DemoResult`.
 """

@@ -13,8 +13,10 @@ maker that quotes at the touch through an environment priced ``passive``.
 **Promotion rule** (:func:`decide_promotion`): a model is promoted only if
 
 1. its policy has not collapsed: no single action takes more than ``collapse_threshold``
-   (default 90%) of its decisions, and
-2. its mean episode return on the held-out episodes is strictly higher than every baseline's.
+   (default 90%) of its decisions,
+2. its mean episode return on the held-out episodes is strictly higher than every baseline's, and
+3. there were at least ``min_episodes`` held-out episodes (default 5): a mean over one or two
+   markets says more about those markets than about the model.
 
 :func:`evaluate_model` is the use case: a registered model against the baselines on sessions it
 was not trained on; every episode and action of the model goes into the trading records, the
@@ -77,6 +79,7 @@ __all__ = [
     "RandomPolicy",
     "SpreadCapturingMarketMaker",
     "DEFAULT_COLLAPSE_THRESHOLD",
+    "DEFAULT_MIN_EPISODES",
     "EvaluationEnvironment",
     "FillStats",
     "PlayedEpisode",
@@ -99,6 +102,7 @@ __all__ = [
 ]
 
 DEFAULT_COLLAPSE_THRESHOLD = 0.9  # the public failure: 96% one action, declared ready
+DEFAULT_MIN_EPISODES = 5  # held-out episodes the promotion rule needs before it judges
 
 
 @runtime_checkable
@@ -398,6 +402,7 @@ def decide_promotion(
     baselines: Sequence[PolicyEvaluation],
     *,
     collapse_threshold: float = DEFAULT_COLLAPSE_THRESHOLD,
+    min_episodes: int = DEFAULT_MIN_EPISODES,
 ) -> PromotionDecision:
     """The promotion rule (see the module docstring), with the reason for each condition."""
     if not baselines:
@@ -418,6 +423,13 @@ def decide_promotion(
             f"[{'ok' if wins else 'FAIL'}] mean episode return {candidate.mean_return:+.4f} $ "
             f"{'>' if wins else '<='} {baseline.name} {baseline.mean_return:+.4f} $"
         )
+    episodes = len(candidate.episodes)
+    enough = episodes >= min_episodes
+    passed = passed and enough
+    reasons.append(
+        f"[{'ok' if enough else 'FAIL'}] held-out episodes: {episodes} "
+        f"({'at least' if enough else 'fewer than'} the {min_episodes} the rule needs to judge)"
+    )
     return PromotionDecision(passed, tuple(reasons))
 
 
@@ -426,9 +438,12 @@ def beats(
     baselines: Sequence[PolicyEvaluation],
     *,
     collapse_threshold: float = DEFAULT_COLLAPSE_THRESHOLD,
+    min_episodes: int = DEFAULT_MIN_EPISODES,
 ) -> bool:
     """Whether ``candidate`` passes the promotion rule against ``baselines``."""
-    return decide_promotion(candidate, baselines, collapse_threshold=collapse_threshold).promoted
+    return decide_promotion(
+        candidate, baselines, collapse_threshold=collapse_threshold, min_episodes=min_episodes
+    ).promoted
 
 
 class PromotionRefused(ValueError):
@@ -558,6 +573,7 @@ async def evaluate_model(
     cache_dir: Path | None = None,
     seed: int = 0,
     collapse_threshold: float = DEFAULT_COLLAPSE_THRESHOLD,
+    min_episodes: int = DEFAULT_MIN_EPISODES,
     promote: bool = False,
 ) -> ModelEvaluation:
     """Play registered model ``model_id`` and the baselines on held-out ``session_ids``.
@@ -587,7 +603,9 @@ async def evaluate_model(
         record=True,
     )
     model_evaluation, *baselines = evaluations
-    decision = decide_promotion(model_evaluation, baselines, collapse_threshold=collapse_threshold)
+    decision = decide_promotion(
+        model_evaluation, baselines, collapse_threshold=collapse_threshold, min_episodes=min_episodes
+    )
     episode_ids = await record_episodes(records, model_id, model_evaluation.played, mode="evaluation")
     metrics = {
         **dict(record.metrics),
@@ -597,6 +615,7 @@ async def evaluate_model(
             "beat_baselines": decision.promoted,
             "promotion": list(decision.reasons),
             "collapse_threshold": collapse_threshold,
+            "min_episodes": min_episodes,
             "trading_episodes": list(episode_ids),
             "policies": {evaluation.name: evaluation.metrics(collapse_threshold) for evaluation in evaluations},
         },

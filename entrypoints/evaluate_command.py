@@ -14,9 +14,16 @@ from pathlib import Path
 
 import attrs
 
-from application.evaluation import DEFAULT_COLLAPSE_THRESHOLD, evaluate_model, format_table, write_equity_chart
+from application.evaluation import (
+    DEFAULT_COLLAPSE_THRESHOLD,
+    DEFAULT_MIN_EPISODES,
+    evaluate_model,
+    format_table,
+    write_equity_chart,
+)
 from domain.actions import PricingStrategy
 from domain.ports import SessionNotFound
+from entrypoints.arguments import positive_int
 from entrypoints.config import Settings
 from entrypoints.container import Container
 from entrypoints.learning import EnvironmentSettings
@@ -33,8 +40,9 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
             "a spread-capturing market maker quoting at the touch), print return, Sharpe, drawdown, fees, "
             "fill rates, action histograms, entropy and collapse flags, write the equity curves to a PNG, "
             "record the model's episodes and actions, and store the comparison as the model's metrics. "
-            "A model passes when its policy has not collapsed and its mean episode return beats every "
-            "baseline's; --promote then makes it the active version. A finished run (status trained) that "
+            "A model passes when its policy has not collapsed, its mean episode return beats every "
+            "baseline's and there were at least --min-episodes held-out markets; --promote then makes it "
+            "the active version. A finished run (status trained) that "
             "fails is retired, so `models prune` may delete it."
         ),
     )
@@ -61,6 +69,13 @@ def add_evaluate_command(commands: argparse._SubParsersAction) -> None:
         metavar="F",
         help=f"a policy whose most chosen action exceeds this share of decisions is collapsed (default {DEFAULT_COLLAPSE_THRESHOLD})",
     )
+    parser.add_argument(
+        "--min-episodes",
+        type=positive_int,
+        default=DEFAULT_MIN_EPISODES,
+        metavar="N",
+        help=f"held-out markets (episodes) the rule needs before it can pass a model (default {DEFAULT_MIN_EPISODES})",
+    )
     parser.add_argument("--promote", action="store_true", help="make the model active if it passes the rule")
     parser.set_defaults(run=evaluate_model_command)
 
@@ -85,6 +100,7 @@ async def evaluate_model_command(args: argparse.Namespace, settings: Settings, c
                 cache_dir=settings.cache_dir,
                 seed=args.seed,
                 collapse_threshold=args.collapse_threshold,
+                min_episodes=args.min_episodes,
                 promote=args.promote,
             )
         except (SessionNotFound, ValueError, TypeError, FileNotFoundError) as error:

@@ -235,17 +235,21 @@ def test_the_promotion_rule_needs_a_higher_mean_return_than_every_baseline_and_n
     baselines = [histogram((10, 0, 0, 0, 0), "do-nothing", (0.0, 0.0)), histogram((2, 2, 2, 2, 2), "random", (-1.0, -2.0))]
     spread = (5, 3, 2, 0, 0)  # 50% HOLD at most
 
-    winner = decide_promotion(histogram(spread, "ppo", (0.25, 0.0)), baselines)
-    assert winner.promoted and beats(histogram(spread, "ppo", (0.25, 0.0)), baselines)
+    winner = decide_promotion(histogram(spread, "ppo", (0.25, 0.0)), baselines, min_episodes=2)
+    assert winner.promoted and beats(histogram(spread, "ppo", (0.25, 0.0)), baselines, min_episodes=2)
     assert winner.reasons == (
         "[ok] collapse: HOLD takes 50.0% of decisions (within the 90% limit)",
         "[ok] mean episode return +0.1250 $ > do-nothing +0.0000 $",
         "[ok] mean episode return +0.1250 $ > random -1.5000 $",
+        "[ok] held-out episodes: 2 (at least the 2 the rule needs to judge)",
     )
+    # The same two episodes are too few for the default rule: a mean over two markets is luck.
+    few = decide_promotion(histogram(spread, "ppo", (0.25, 0.0)), baselines)
+    assert not few.promoted and few.reasons[-1] == "[FAIL] held-out episodes: 2 (fewer than the 5 the rule needs to judge)"
     tie = decide_promotion(histogram(spread, "ppo", (0.0, 0.0)), baselines)
     assert not tie.promoted and tie.reasons[1] == "[FAIL] mean episode return +0.0000 $ <= do-nothing +0.0000 $"
-    loser = decide_promotion(histogram(spread, "ppo", (-2.0, -2.0)), baselines)
-    assert not loser.promoted and [r[:6] for r in loser.reasons] == ["[ok] c", "[FAIL]", "[FAIL]"]
+    loser = decide_promotion(histogram(spread, "ppo", (-2.0, -2.0)), baselines, min_episodes=2)
+    assert not loser.promoted and [r[:6] for r in loser.reasons] == ["[ok] c", "[FAIL]", "[FAIL]", "[ok] h"]
     # Richer than every baseline, but 96% one action: refused all the same.
     collapsed = decide_promotion(histogram((96, 4, 0, 0, 0), "ppo", (5.0, 5.0)), baselines)
     assert not collapsed.promoted
@@ -255,8 +259,8 @@ def test_the_promotion_rule_needs_a_higher_mean_return_than_every_baseline_and_n
 
 def test_the_verdict_says_promoted_only_when_the_version_was():
     baselines = [histogram((10, 0, 0, 0, 0), "do-nothing", (0.0, 0.0))]
-    winner = decide_promotion(histogram((5, 3, 2, 0, 0), "ppo", (0.25, 0.0)), baselines)
-    loser = decide_promotion(histogram((5, 3, 2, 0, 0), "ppo", (-0.25, 0.0)), baselines)
+    winner = decide_promotion(histogram((5, 3, 2, 0, 0), "ppo", (0.25, 0.0)), baselines, min_episodes=2)
+    loser = decide_promotion(histogram((5, 3, 2, 0, 0), "ppo", (-0.25, 0.0)), baselines, min_episodes=2)
     reasons = "\n  [ok] collapse: HOLD takes 50.0% of decisions (within the 90% limit)\n  [ok] mean episode"
 
     assert winner.explain("ppo", promoted=True).startswith(
@@ -488,7 +492,7 @@ async def run_evaluate_model(registry, records, **kwargs):
         make_quoting_environment=make_environment("passive"),
         model_id=3,
         session_ids=[9],
-        **kwargs,
+        **{"min_episodes": 1, **kwargs},  # one market held out: these tests judge it on it
     )
     return result, seen
 

@@ -12,6 +12,7 @@ import pytest
 
 from adapters.storage import SqliteModelRegistry, SqliteOrderbookStore, SqliteTradingRecords
 from application.demo import DemoConfig, run_demo
+from application.evaluation import DEFAULT_MIN_EPISODES
 from application.replay import ReplayConfig
 from entrypoints.evaluate_command import quoting_settings
 from entrypoints.learning import EnvironmentSettings, sb3_trainer, synthetic_session_feed
@@ -86,7 +87,9 @@ async def test_the_demo_records_trains_evaluates_and_reports(tmp_path):
     assert nothing.total_return == 0.0 and nothing.trades == 0
     assert random.trades > 0
     assert result.promoted == (
-        not model.collapsed() and all(model.mean_return > b.mean_return for b in (random, nothing, maker))
+        not model.collapsed()
+        and all(model.mean_return > b.mean_return for b in (random, nothing, maker))
+        and len(model.episodes) >= DEFAULT_MIN_EPISODES
     )
     # The model's held-out episodes and every decision in them are in the trading records.
     assert [e.episode_id for e in episodes] == list(result.recorded_episodes) and len(episodes) == len(result.held_out_sessions) * 2

@@ -151,12 +151,13 @@ class BuyingNoTrainer(HoldingTrainer):
 @pytest.mark.parametrize("promote", [False, True])
 async def test_a_passing_model_is_said_promoted_only_when_it_was(settings, container, model_id, promote, capsys):
     container.trainer.override(providers.Factory(BuyingNoTrainer))
-    flags = ["--promote"] if promote else []
+    flags = ["--min-episodes", "1", *(["--promote"] if promote else [])]  # one market held out
     code = await _in_thread(run, ["evaluate", str(model_id), "--sessions", "2", *flags], settings, container)
 
     out = capsys.readouterr().out
     assert code == 0, out
     assert "[ok] mean episode return" in out and "[FAIL]" not in out  # it passed: the market resolved NO
+    assert "[ok] held-out episodes: 1 (at least the 1 the rule needs to judge)" in out
     if promote:
         assert "Promoted model 1 (agent v1): it passed every condition of the promotion rule:" in out
         assert "model 1 (agent v1) is now the active version of agent." in out
@@ -164,6 +165,16 @@ async def test_a_passing_model_is_said_promoted_only_when_it_was(settings, conta
         assert "model 1 (agent v1) passed the promotion rule (every condition):" in out
         assert "Promoted" not in out
         assert "model 1 (agent v1) passed; it is trained (`kalshiflow-rl models promote 1` makes it active" in out
+
+
+async def test_one_held_out_market_is_too_few_to_pass_by_default(settings, container, model_id, capsys):
+    container.trainer.override(providers.Factory(BuyingNoTrainer))
+    code = await _in_thread(run, ["evaluate", str(model_id), "--sessions", "2", "--promote"], settings, container)
+
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "[FAIL] held-out episodes: 1 (fewer than the 5 the rule needs to judge)" in out
+    assert "NOT promoted: model 1 (agent v1) failed the promotion rule:" in out
 
 
 async def test_a_held_out_session_named_twice_is_refused(settings, container, model_id, capsys):
