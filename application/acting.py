@@ -195,7 +195,7 @@ class PaperTradingActor:
         assert self.account is not None
         self._model = model
         self._builder = ObservationBuilder(
-            initial_cash=max(self.account.ledger.initial_cash, 1),
+            initial_cash=model.initial_cash,  # each market's budget, as a training episode's cash
             max_position=model.max_position,
             order_size=model.order_size,
         )
@@ -397,17 +397,18 @@ class PaperTradingActor:
         mark = self._marks[ticker] = market.mark
         position = account.quantity(ticker)
         working = self._orders.by_market.get(ticker)
+        # The market's own cash, from its training budget: what the model saw in an episode.
+        cash = account.market_cash(ticker, model.initial_cash)
         observation = market.observe(
             builder, quantity=position, cost_basis=account.cost_basis(ticker),
-            market_value=account.market_value(ticker, mark), cash=account.cash,
+            market_value=account.market_value(ticker, mark), cash=cash,
             order=None if working is None else (
                 working.order.side, working.order.price, working.remaining, working.placed_ms
             ),
         )  # fmt: skip
         terms = None if working is None else (working.order.side, working.order.price, working.remaining)
-        mask = market.legal_actions(
-            model.decoder, position=position, buying_power=self._buying_power(ticker, model), working=terms
-        )
+        buying_power = min(cash, self._buying_power(ticker, model))  # its budget, if the account has it
+        mask = market.legal_actions(model.decoder, position=position, buying_power=buying_power, working=terms)
         chosen = int(model.policy.act(observation, np.asarray(mask, dtype=bool)))
         legal = 0 <= chosen < len(mask) and mask[chosen]
         if not legal:

@@ -78,6 +78,15 @@ class TradingAccount:
         held = {ticker: self.quantity(ticker) for ticker in sorted(tickers)}
         return {ticker: quantity for ticker, quantity in held.items() if quantity}
 
+    def market_cash(self, ticker: str, budget: int) -> int:
+        """``ticker``'s cash as if it had an account of its own that started with ``budget`` (as a
+        training episode does): the budget less what its open contracts cost, plus what its
+        closed ones made, less its fees -- what other markets spend does not move it."""
+        position = self.ledger.find_position(ticker)
+        if position is None:
+            return budget
+        return budget - position.cost_basis + position.realized_pnl - position.fees_paid
+
     def cost_basis(self, ticker: str) -> int:
         """What the contracts bought by our fills cost (opening and adopted contracts: unknown)."""
         return self.ledger.position(ticker).cost_basis

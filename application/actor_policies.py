@@ -28,6 +28,7 @@ import numpy as np
 from domain.actions import Action, ActionDecoder
 from domain.features import FEATURE_NAMES
 from domain.ports import ModelRecord, ModelRegistry, Policy
+from domain.values import MONEY_SCALE
 
 
 class ModelUnavailable(LookupError):
@@ -48,6 +49,9 @@ class TradingModel:
     max_position: int  # count units: the observation's position scale
     order_size: int  # count units: the observation's order-remaining scale
     step_ms: int  # the time between two training steps: the observation's order-age unit
+    # The cash a training episode -- one market -- started with: each market's budget live, so
+    # its cash and return features mean what they meant in training, whatever the account holds.
+    initial_cash: int = 100 * MONEY_SCALE
 
 
 def check_contract_size(model: TradingModel, configured: int) -> None:

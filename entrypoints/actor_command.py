@@ -52,7 +52,7 @@ from application.replay import ReplayConfig
 from domain.actions import ActionConfig, ActionDecoder, PricingStrategy
 from domain.ports import MarketCatalog, ModelRecord, ModelRegistry, OrderGateway, TradingRecords
 from domain.risk import RiskLimits
-from domain.values import ONE_CONTRACT, format_count, format_money
+from domain.values import MONEY_SCALE, ONE_CONTRACT, format_count, format_money
 from entrypoints.config import ActorStrategy, Settings
 from entrypoints.ingestion import LiveIngestion
 from entrypoints.learning import EnvironmentSettings
@@ -111,6 +111,7 @@ def trading_model_loader(container: Any) -> Any:
             max_position=actions.max_position,
             order_size=max(actions.order_sizes),
             step_ms=replay.step_ms,
+            initial_cash=environment.initial_cash_dollars * MONEY_SCALE,
         )
 
     return load

@@ -570,6 +570,31 @@ async def test_fills_are_booked_once_and_the_ledger_matches_the_exchange(make_ha
     await h.stop()
 
 
+async def test_each_market_sees_its_own_cash_from_its_training_budget(make_harness):
+    # A $1,000 account trading A and B with a model trained on $100 episodes: A's fill moves A's
+    # cash and return features as it moved them in training, and B's not at all.
+    cash, ret = FEATURE_NAMES.index("cash"), FEATURE_NAMES.index("episode_return")
+    policy = ScriptedPolicy(always(Action.BUY_YES))
+    h = make_harness(FixedModelSource(trading_model(policy)), tickers=("A", "B"))
+    await h.start()
+    h.books.apply(snapshot("A", 4000, 5500))
+    h.books.apply(snapshot("B", 4000, 5500))
+    await h.tick()
+    await settle(lambda: len(h.exchange.resting()) == 2)
+    h.exchange.fill(h.exchange.resting("A")[0].order_id)  # 10 YES at 0.40 in A: $4.00, no maker fee
+    await settle(lambda: h.actor.counters.fills == 1)
+    calls = len(policy.calls)
+    await h.tick()
+    await settle(lambda: len(policy.calls) == calls + 2)
+    seen = {}
+    for observation, _mask in policy.calls[calls:]:
+        seen["A" if observation[cash] < 1.0 else "B"] = observation
+    assert seen["A"][cash] == pytest.approx(0.96)  # $96 of its $100
+    assert seen["B"][cash] == 1.0 and seen["B"][ret] == 0.0  # A's trade is not B's
+    assert h.actor.account.cash == 996 * MONEY_SCALE  # the account itself paid for it
+    await h.stop()
+
+
 async def test_reconciliation_adopts_the_exchanges_numbers_once_confirmed(make_harness):
     h = make_harness(FixedModelSource(trading_model(ScriptedPolicy(always(Action.BUY_YES)))))
     await h.start()
