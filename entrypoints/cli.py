@@ -44,7 +44,7 @@ from application.demo import DemoConfig, run_demo
 from application.evaluation import PromotionRefused, promote_evaluated
 from application.recording import RecordingSummary
 from application.replay import ReplayConfig
-from application.training import NothingToTrainOn, TooFewTimesteps, train_agent
+from application.training import NothingToTrainOn, TooFewTimesteps, check_timesteps, train_agent
 from application.write_queue import DrainIncomplete, WriteQueueFailed
 from domain.actions import ActionSpace
 from domain.ports import ModelNotFound, ModelRecord, ModelRegistry, SessionInfo, SessionNotFound
@@ -656,7 +656,8 @@ async def train_model(args: argparse.Namespace, settings: Settings, container: C
             "sessions (never the training ones), and held-out sessions are only read to evaluate on"
         )
     if args.tensorboard_dir is not None:
-        _prepare_dir(Path(args.tensorboard_dir), "--tensorboard-dir")  # before a version is registered
+        tensorboard_dir = Path(args.tensorboard_dir)
+        _prepare_dir(tensorboard_dir, f"--tensorboard-dir {str(tensorboard_dir)!r}")  # before a version is registered
     environment = container.environment_settings()
     if args.action_space is not None:
         environment = attrs.evolve(environment, action_space=args.action_space)
@@ -726,12 +727,13 @@ async def demo_command(args: argparse.Namespace, settings: Settings, container: 
     environment = container.environment_settings()
     store, registry, records = container.store(), container.model_registry(), container.trading_records()
     trainer = container.trainer(environment)
-    if config.total_timesteps < trainer.rollout_timesteps:  # refused before anything is recorded
+    try:
+        check_timesteps(trainer, config.total_timesteps)  # refused before anything is recorded
+    except TooFewTimesteps as error:
         raise CommandFailed(
-            f"--timesteps {config.total_timesteps} is less than one rollout, the least a run trains: "
-            f"{trainer.rollout_timesteps} timesteps with the demo's settings; ask for --timesteps "
-            f"{trainer.rollout_timesteps} or more"
-        )
+            f"--timesteps {error.asked} is less than one rollout, the least a run trains: "
+            f"{error.minimum} timesteps with the demo's settings; ask for --timesteps {error.minimum} or more"
+        ) from None
     async with _opened(settings, store, registry, records):
         try:
             await run_demo(
@@ -846,17 +848,15 @@ async def _opened(settings: Settings, *adapters: Any) -> AsyncIterator[None]:
 
 def _prepare_data_dir(settings: Settings) -> None:
     if settings.store_kind is StoreKind.SQLITE:
-        try:
-            settings.data_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise CommandFailed(f"RL_DATA_DIR={str(settings.data_dir)!r}: cannot create it: {error}") from error
+        _prepare_dir(settings.data_dir, f"RL_DATA_DIR={str(settings.data_dir)!r}")
 
 
-def _prepare_dir(directory: Path, what: str) -> None:
+def _prepare_dir(directory: Path, named: str) -> None:
+    """Create ``directory`` (and its parents); ``named`` is how the error names it."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise CommandFailed(f"{what} {str(directory)!r}: cannot create it: {error}") from error
+        raise CommandFailed(f"{named}: cannot create it: {error}") from error
 
 
 def _with_notes(error: BaseException) -> str:
